@@ -1,0 +1,106 @@
+"""The `medsynth` command line: parses options, calls the library, prints. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from orchestrator.errors import MedsynthError
+
+
+class _Group(click.Group):
+    """Turns a MedsynthError into one 'error: ...' line and exit code 1, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MedsynthError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="medsynth")
+def main() -> None:
+    """medsynth: ISIC dermoscopy archives -> SDXL LoRA runs on kohya-ss sd-scripts.
+
+    Typical use: `medsynth dataset build` then `medsynth train` (both read ./medsynth.toml).
+    """
+
+
+@main.group()
+def dataset() -> None:
+    """Build kohya training folders from ISIC metadata and images."""
+
+
+@dataset.command("build")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Project file to read the [dataset] table from (default: ./medsynth.toml if present).")
+@click.option("--csv", "csv", multiple=True, type=click.Path(path_type=Path),
+              help="Metadata CSV (ISIC 2020, ISIC 2019 metadata or ground truth, HAM10000, ISIC Archive export). "
+                   "Repeat for several; the same image id from two sources is kept once.")
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
+              help="Folder holding <image>.jpg files. Repeat for several; searched in order.")
+@click.option("--duplicates", type=click.Path(path_type=Path),
+              help="ISIC 2020 duplicates CSV (image_name_1,image_name_2): image_name_2 of each pair is dropped.")
+@click.option("--out", type=click.Path(path_type=Path), help="Dataset folder to (re)build.")
+@click.option("--format", "fmt", type=click.Choice(["isic2020", "isic2019", "ham10000", "isic_archive"]),
+              help="Force the metadata format instead of detecting it from each CSV's header.")
+@click.option("--class", "class_name", help="Class name of the kohya folder <repeats>_<class> (default melanoma).")
+@click.option("--diagnosis", "diagnoses", multiple=True,
+              help="Diagnosis to select (repeatable; default melanoma).")
+@click.option("--benign", is_flag=True, default=None, help="Select benign lesions instead of diagnoses.")
+@click.option("--repeats", type=int, help="kohya num_repeats for the class folder (default 1).")
+@click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
+@click.option("--no-resize", "no_resize", is_flag=True, default=None,
+              help="Link (or copy) the original images instead of resizing them.")
+@click.option("--trigger", help="Trigger token used in captions (default me1anoma).")
+@click.option("--caption-template", type=click.Path(path_type=Path, dir_okay=False),
+              help="Jinja template for captions (default templates/caption.j2).")
+@click.option("--workers", type=int, help="Processes for the image stage (default: all cores).")
+@click.option("--strict", is_flag=True, default=None,
+              help="Fail on the first missing or unusable image instead of recording a skip.")
+@click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
+                  resolution, no_resize, trigger, caption_template, workers, strict, dry_run, quiet) -> None:
+    """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
+    from orchestrator.dataset_settings import resolve_settings, settings_from_mapping
+    from orchestrator.layout import build_dataset
+    from orchestrator.project_file import find_project_file, load_project_file
+    from orchestrator.report import format_report
+
+    started = time.perf_counter()
+    layers = []
+    project = find_project_file(config_path, Path.cwd())
+    if project is not None:
+        table = load_project_file(project)["dataset"]
+        layers.append(settings_from_mapping(table, base=project.parent.resolve(), source=f"{project} [dataset]"))
+    given = {
+        "csv": list(map(str, csv)) or None, "images": list(map(str, images)) or None,
+        "duplicates": str(duplicates) if duplicates else None, "out": str(out) if out else None,
+        "format": fmt, "class_name": class_name, "diagnoses": list(diagnoses) or None, "benign": benign,
+        "repeats": repeats, "resolution": resolution, "resize": False if no_resize else None,
+        "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
+        "workers": workers, "strict": strict,
+    }
+    layers.append(settings_from_mapping({k: v for k, v in given.items() if v is not None},
+                                        base=Path.cwd(), source="command line"))
+    settings = resolve_settings(*layers)
+    result = build_dataset(settings, dry_run=dry_run, progress=not quiet)
+    click.echo(format_report(result.report), nl=False)
+    elapsed = time.perf_counter() - started
+    if result.dry_run:
+        click.echo(f"dry run: {result.selected} rows selected, {result.skipped} images missing; "
+                   f"would write {settings.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+    else:
+        click.echo(f"wrote {result.written} images + captions to {result.out} "
+                   f"({result.skipped} skipped, {result.reused} reused from the previous build) in {elapsed:.1f} s; "
+                   f"manifest: {result.out / 'manifest.csv'}")
+
+
+if __name__ == "__main__":
+    main()

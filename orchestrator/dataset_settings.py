@@ -1,0 +1,108 @@
+"""The typed settings of `medsynth dataset build`: defaults < project file [dataset] table < command-line options."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import MedsynthError
+from orchestrator.paths import TEMPLATES_DIR
+from orchestrator.suggest import did_you_mean
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    csv: tuple[Path, ...]
+    images: tuple[Path, ...]
+    out: Path
+    duplicates: Path | None = None
+    format: str | None = None                 # None = detect each CSV's format from its header
+    class_name: str = "melanoma"              # the kohya folder's class name: <repeats>_<class_name>
+    diagnoses: tuple[str, ...] = ("melanoma",)
+    benign: bool = False                      # select benign lesions (malignant == False) instead of diagnoses
+    repeats: int = 1
+    resolution: int = 1024                    # long side of the training images
+    resize: bool = True                       # False: link or copy the originals unchanged
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    strict: bool = False                      # a per-image problem is fatal instead of a recorded skip
+    trigger: str = "me1anoma"
+    caption_template: Path = TEMPLATES_DIR / "caption.j2"
+    site_map: Mapping[str, str] = field(default_factory=dict)
+
+
+_PATH_LIST_KEYS = ("csv", "images")
+_PATH_KEYS = ("out", "duplicates", "caption_template")
+_KEYS = tuple(f.name for f in dataclasses.fields(DatasetSettings))
+
+
+def _as_path(value: Any, key: str, base: Path, source: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise MedsynthError(f"{source}: '{key}' must be a non-empty path string, got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str) -> dict[str, Any]:
+    """Check and convert one layer of settings (a [dataset] table or CLI options) into DatasetSettings fields.
+
+    Relative paths are resolved against `base` (the project file's folder, or the working directory for options).
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in _KEYS:
+            raise MedsynthError(f"{source}: unknown dataset setting '{key}'{did_you_mean(key, _KEYS)}")
+        if key in _PATH_LIST_KEYS:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not items:
+                raise MedsynthError(f"{source}: '{key}' must be a path or a list of paths")
+            out[key] = tuple(_as_path(v, key, base, source) for v in items)
+        elif key in _PATH_KEYS:
+            out[key] = _as_path(value, key, base, source)
+        elif key == "diagnoses":
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
+                raise MedsynthError(f"{source}: 'diagnoses' must be a list of diagnosis names")
+            out[key] = tuple(items)
+        elif key == "site_map":
+            if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+                raise MedsynthError(f"{source}: 'site_map' must be a table of site = \"caption text\"")
+            out[key] = dict(value)
+        else:
+            expected = type(getattr(_DEFAULTS, key)) if key != "format" else str
+            if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise MedsynthError(f"{source}: '{key}' must be an integer, got {value!r}")
+            if expected is bool and not isinstance(value, bool):
+                raise MedsynthError(f"{source}: '{key}' must be true or false, got {value!r}")
+            if expected is str and not isinstance(value, str):
+                raise MedsynthError(f"{source}: '{key}' must be a string, got {value!r}")
+            out[key] = value
+    return out
+
+
+_DEFAULTS = DatasetSettings(csv=(), images=(), out=Path("."))
+
+
+def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
+    """Merge converted layers (later wins) and check the whole."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    for key in ("csv", "images", "out"):
+        if key not in merged:
+            raise MedsynthError(f"dataset setting '{key}' is missing: give --{key} or set it in medsynth.toml [dataset]")
+    settings = DatasetSettings(**merged)
+    if settings.repeats < 1:
+        raise MedsynthError(f"'repeats' must be >= 1, got {settings.repeats}")
+    if not 64 <= settings.resolution <= 8192:
+        raise MedsynthError(f"'resolution' must be between 64 and 8192 pixels, got {settings.resolution}")
+    if settings.workers < 1:
+        raise MedsynthError(f"'workers' must be >= 1, got {settings.workers}")
+    if not settings.class_name or not settings.class_name.replace("_", "").replace("-", "").isalnum():
+        raise MedsynthError(f"'class_name' must be letters, digits, '-' or '_', got {settings.class_name!r}")
+    if "\n" in settings.trigger or not settings.trigger.strip():
+        raise MedsynthError(f"'trigger' must be a non-empty single-line word, got {settings.trigger!r}")
+    return settings

@@ -1,0 +1,78 @@
+"""The dataset report: counts by sex, age band, site and hair, as text and as a PNG of bar charts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+MISSING = "(missing)"
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    images: int
+    skipped: int
+    by_field: dict[str, dict[str, int]]
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def age_band(age) -> str:
+    """Decades, as the sample prompts group ages: 55 -> '50-59'."""
+    if age is None or age is pd.NA or pd.isna(age):
+        return MISSING
+    low = int(age) // 10 * 10
+    return f"{low}-{low + 9}"
+
+
+def _counts(values: Sequence) -> dict[str, int]:
+    series = pd.Series([MISSING if v is None or v is pd.NA or pd.isna(v) else str(v) for v in values], dtype=object)
+    counts = series.value_counts()
+    # most frequent first, ties by name, so the text is stable between runs
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skipped: int,
+              skip_reasons: Mapping[str, int] | None = None) -> DatasetReport:
+    by_field = {
+        "sex": _counts(table["sex"].tolist()),
+        "age band": _counts([age_band(a) for a in table["age"].tolist()]),
+        "site": _counts(table["site"].tolist()),
+    }
+    if hair is not None:
+        by_field["hair"] = _counts(["hairy" if h else ("not hairy" if h is not None else None) for h in hair])
+    return DatasetReport(images=len(table), skipped=skipped, by_field=by_field, skip_reasons=dict(skip_reasons or {}))
+
+
+def format_report(report: DatasetReport) -> str:
+    lines = [f"images: {report.images}   skipped: {report.skipped}"]
+    if report.skip_reasons:
+        lines.append("skipped because: " + ", ".join(f"{k} {v}" for k, v in report.skip_reasons.items()))
+    for name, counts in report.by_field.items():
+        lines.append(f"{name}:")
+        lines.extend(f"  {value:<22} {count:>7}" for value, count in counts.items())
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: DatasetReport, text_path: Path, png_path: Path) -> None:
+    text_path.write_text(format_report(report), encoding="utf-8")
+    import matplotlib  # imported here: only a real build draws the plot
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fields = list(report.by_field.items())
+    fig, axes = plt.subplots(1, len(fields), figsize=(4.2 * len(fields), 3.8))
+    for ax, (name, counts) in zip(axes, fields):
+        ax.barh(list(counts.keys())[::-1], list(counts.values())[::-1], color="#8c564b")
+        ax.set_title(name)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"{report.images} training images ({report.skipped} skipped)")
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, png_path)

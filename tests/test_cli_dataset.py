@@ -1,0 +1,91 @@
+"""`medsynth dataset build` as a user runs it: project file, options, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from orchestrator.paths import DEMO_DIR, REPO_ROOT
+
+
+def _project(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "medsynth.toml"
+    cfg.write_text(
+        "[dataset]\n"
+        f"csv = ['{DEMO_DIR / 'metadata.csv'}']\n"
+        f"images = ['{DEMO_DIR / 'images'}']\n"
+        "out = 'built'\n"
+        "resolution = 256\n" + extra, encoding="utf-8")
+    return cfg
+
+
+def test_build_reads_the_project_file_and_prints_a_summary(tmp_path):
+    cfg = _project(tmp_path)
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 20 images" in result.output and "sex:" in result.output
+    # relative paths in the project file are relative to its folder
+    assert (tmp_path / "built" / "train" / "1_melanoma").is_dir()
+
+
+def test_command_line_options_override_the_project_file(tmp_path):
+    cfg = _project(tmp_path)
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1",
+                                       "--out", str(tmp_path / "other"), "--repeats", "4"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "other" / "train" / "4_melanoma").glob("*.jpg"))) == 20
+
+
+def test_unknown_project_setting_is_a_one_line_error_with_a_suggestion(tmp_path):
+    cfg = _project(tmp_path, "resolutoin = 512\n")
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "unknown dataset setting 'resolutoin'; did you mean 'resolution'?" in result.output
+    assert str(cfg) in result.output
+
+
+def test_unknown_project_table_is_refused(tmp_path):
+    cfg = _project(tmp_path, "[trian]\nx = 1\n")
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg)])
+    assert result.exit_code == 1 and "unknown table 'trian'; did you mean 'train'?" in result.output
+
+
+def test_missing_required_setting_names_the_option(tmp_path):
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(_project(tmp_path)).replace(
+        "medsynth.toml", "none.toml")])
+    assert result.exit_code == 1 and "project file not found" in result.output
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[dataset]\n")
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(empty)])
+    assert result.exit_code == 1 and "'csv' is missing" in result.output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    cfg = _project(tmp_path)
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "dry run: 20 rows selected" in result.output
+    assert not (tmp_path / "built").exists()
+
+
+def test_installed_console_script_exits_nonzero_on_bad_input(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(bad),
+                           "--images", str(tmp_path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and str(bad) in proc.stderr
+
+
+def test_every_option_is_explained_in_help():
+    result = CliRunner().invoke(main, ["dataset", "build", "--help"])
+    assert result.exit_code == 0
+    for option in ("--csv", "--images", "--duplicates", "--out", "--class", "--repeats", "--resolution",
+                   "--workers", "--strict", "--dry-run", "--no-resize", "--format", "--config"):
+        assert option in result.output

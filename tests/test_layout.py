@@ -1,0 +1,198 @@
+"""The kohya training folder: layout, manifest, re-runs, interruptions and per-image problems."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from orchestrator import layout
+from orchestrator.dataset_settings import DatasetSettings
+from orchestrator.errors import MedsynthError
+from orchestrator.layout import build_dataset
+from orchestrator.paths import DEMO_DIR
+
+
+def _settings(tmp_path: Path, **over) -> DatasetSettings:
+    base = dict(csv=(DEMO_DIR / "metadata.csv",), images=(DEMO_DIR / "images",), out=tmp_path / "ds",
+                workers=2, resolution=512)
+    base.update(over)
+    return DatasetSettings(**base)
+
+
+def _manifest(out: Path) -> list[dict[str, str]]:
+    with (out / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("build")
+    build_dataset(_settings(out), progress=False)
+    return out / "ds"
+
+
+def test_demo_build_writes_one_image_and_one_line_caption_per_melanoma(demo_build):
+    class_dir = demo_build / "train" / "1_melanoma"
+    images = sorted(class_dir.glob("*.jpg"))
+    assert len(images) == 20
+    for image in images:
+        caption = image.with_suffix(".caption").read_text(encoding="utf-8")
+        assert caption.endswith("\n") and caption.count("\n") == 1
+        assert caption.startswith("photo of ") and "me1anoma" in caption
+        assert "  " not in caption and "nan" not in caption and " on ," not in caption
+
+
+def test_demo_images_are_resized_to_the_long_side_without_upscaling(demo_build):
+    rows = _manifest(demo_build)
+    for row in rows:
+        img = cv2.imread(str(demo_build / row["output_path"]))
+        assert max(img.shape[:2]) == min(512, max(int(row["width"]), int(row["height"])))
+        assert (img.shape[1], img.shape[0]) == (int(row["out_width"]), int(row["out_height"]))
+        # aspect kept within a pixel of rounding
+        assert abs(img.shape[1] / img.shape[0] - int(row["width"]) / int(row["height"])) < 0.01
+
+
+def test_manifest_records_metadata_hash_and_caption_of_every_image(demo_build):
+    rows = _manifest(demo_build)
+    assert [r["image_id"] for r in rows] == sorted(r["image_id"] for r in rows)
+    assert {r["status"] for r in rows} == {"ok"}
+    row = next(r for r in rows if r["image_id"] == "ISIC_0000002")
+    assert (row["sex"], row["age"], row["site"], row["license"]) == ("female", "60", "upper extremity", "CC-0")
+    src = DEMO_DIR / "images" / "ISIC_0000002.jpg"
+    assert row["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    caption = (demo_build / row["output_path"]).with_suffix(".caption").read_text(encoding="utf-8").strip()
+    assert row["caption"] == caption
+    assert caption.startswith("photo of female skin, me1anoma on upper extremity, at age 60")
+    meta = json.loads((demo_build / "dataset.json").read_text())
+    assert meta["images"] == 20 and meta["image_dir"] == "train/1_melanoma" and meta["resolution"] == 512
+    assert meta["manifest_sha256"] == hashlib.sha256((demo_build / "manifest.csv").read_bytes()).hexdigest()
+    assert (demo_build / "report.png").stat().st_size > 0
+    assert "images: 20" in (demo_build / "report.txt").read_text()
+
+
+def test_rebuild_leaves_manifest_byte_identical_and_reuses_every_image(tmp_path, monkeypatch):
+    settings = _settings(tmp_path)
+    build_dataset(settings, progress=False)
+    first = (settings.out / "manifest.csv").read_bytes()
+    second = build_dataset(settings, progress=False)
+    assert (settings.out / "manifest.csv").read_bytes() == first
+    assert second.reused == 20
+
+
+def test_source_files_are_never_modified(tmp_path):
+    before = _tree_digest(DEMO_DIR)
+    build_dataset(_settings(tmp_path), progress=False)
+    assert _tree_digest(DEMO_DIR) == before
+
+
+def test_interrupted_build_keeps_previous_dataset_and_rerun_completes(tmp_path, monkeypatch):
+    settings = _settings(tmp_path)
+    build_dataset(settings, progress=False)
+    previous = _tree_digest(settings.out)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(layout, "render_captions", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(_settings(tmp_path, resolution=256), progress=False)
+    assert _tree_digest(settings.out) == previous  # the old dataset is untouched
+    monkeypatch.undo()
+
+    result = build_dataset(_settings(tmp_path, resolution=256), progress=False)
+    assert result.written == 20
+    assert not any(p.name.startswith(".ds.") for p in tmp_path.iterdir())
+    assert json.loads((settings.out / "dataset.json").read_text())["resolution"] == 256
+
+
+def test_swap_cut_in_the_middle_is_recovered_on_the_next_run(tmp_path):
+    settings = _settings(tmp_path)
+    build_dataset(settings, progress=False)
+    shutil.move(settings.out, tmp_path / ".ds.old")  # as if killed between the two renames
+    layout.recover_interrupted(settings.out)
+    assert (settings.out / "manifest.csv").is_file()
+
+
+def _images_with(tmp_path: Path, broken: dict[str, bytes]) -> Path:
+    images = tmp_path / "images"
+    shutil.copytree(DEMO_DIR / "images", images)
+    for name, data in broken.items():
+        (images / f"{name}.jpg").write_bytes(data)
+    return images
+
+
+def test_missing_and_corrupt_images_are_skipped_and_recorded(tmp_path):
+    images = _images_with(tmp_path, {"ISIC_0000002": b"not a jpeg at all"})
+    (images / "ISIC_0000004.jpg").unlink()
+    result = build_dataset(_settings(tmp_path, images=(images,)), progress=False)
+    assert (result.written, result.skipped) == (18, 2)
+    rows = {r["image_id"]: r for r in _manifest(result.out)}
+    assert rows["ISIC_0000004"]["status"] == "skipped" and rows["ISIC_0000004"]["skip_reason"] == "missing"
+    assert rows["ISIC_0000002"]["status"] == "skipped" and rows["ISIC_0000002"]["skip_reason"]
+    assert not (result.out / "train" / "1_melanoma" / "ISIC_0000002.jpg").exists()
+    assert not (result.out / "train" / "1_melanoma" / "ISIC_0000002.caption").exists()
+
+
+def test_strict_makes_a_missing_image_fatal_naming_csv_and_line(tmp_path):
+    images = _images_with(tmp_path, {})
+    (images / "ISIC_0000004.jpg").unlink()
+    with pytest.raises(MedsynthError, match=r"metadata\.csv:6: image 'ISIC_0000004' not found"):
+        build_dataset(_settings(tmp_path, images=(images,), strict=True), progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_strict_makes_a_corrupt_image_fatal(tmp_path):
+    images = _images_with(tmp_path, {"ISIC_0000002": b"\xff\xd8garbage"})
+    with pytest.raises(MedsynthError, match=r"metadata\.csv:4: image .*ISIC_0000002\.jpg"):
+        build_dataset(_settings(tmp_path, images=(images,), strict=True), progress=False)
+
+
+def test_no_resize_keeps_the_original_bytes(tmp_path):
+    result = build_dataset(_settings(tmp_path, resize=False), progress=False)
+    src = DEMO_DIR / "images" / "ISIC_0000002.jpg"
+    dst = result.out / "train" / "1_melanoma" / "ISIC_0000002.jpg"
+    assert dst.read_bytes() == src.read_bytes()
+
+
+def test_repeats_and_class_name_name_the_kohya_folder(tmp_path):
+    result = build_dataset(_settings(tmp_path, repeats=3, class_name="nevus", diagnoses=("nevus",)), progress=False)
+    assert len(list((result.out / "train" / "3_nevus").glob("*.caption"))) == 20
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    result = build_dataset(_settings(tmp_path), dry_run=True, progress=False)
+    assert result.selected == 20 and result.dry_run
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_usable_image_is_an_error_and_leaves_no_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MedsynthError, match="no usable images among 20 selected rows"):
+        build_dataset(_settings(tmp_path, images=(empty,)), progress=False)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_isic2020_row_gets_the_seed_caption(tmp_path, isic_dir):
+    images = tmp_path / "jpeg"
+    images.mkdir()
+    # a real-looking smooth lesion (no hair) under the id of the issue's example
+    img = np.full((480, 640, 3), (150, 170, 210), np.uint8)
+    cv2.circle(img, (320, 240), 120, (60, 70, 110), -1)
+    cv2.imwrite(str(images / "ISIC_0149568.jpg"), cv2.GaussianBlur(img, (31, 31), 0))
+    result = build_dataset(DatasetSettings(csv=(isic_dir / "ISIC_2020_Training_GroundTruth.csv",), images=(images,),
+                                           out=tmp_path / "ds", workers=1), progress=False)
+    rows = {r["image_id"]: r for r in _manifest(result.out)}
+    assert len(rows) == 584 and result.written == 1
+    assert rows["ISIC_0149568"]["caption"] == "photo of female skin, me1anoma on upper extremity, at age 55"
