@@ -1,0 +1,445 @@
+"""Validate rendered kohya files against the contract before anything launches.
+
+sd-scripts does not check its training TOML (kohya-interface.md §0.1): the file is flattened one level into an
+argparse Namespace, so unknown keys are ignored and values skip argparse's type= and choices=. Its dataset TOML
+is checked by voluptuous, but only when training has already started. Each function here raises MedsynthError
+with one line naming the file, the section and the key.
+
+Decisions (sd-scripts facts are cited in kohya-interface.md):
+- training TOML: sections are free names; keys inside must be options of sdxl_train_network.py; a key set in two
+  sections is an error (sd-scripts keeps the last silently). Float options accept integers (sd-scripts does not
+  convert them; Python arithmetic treats them alike), except options ConfigSanitizer re-checks with an exact type
+  (`sanitized_as` in the contract, e.g. validation_split): there an integer aborts sd-scripts, so it is refused.
+  Integer options refuse booleans (stricter than voluptuous, which takes True for an int).
+- keys refused in the training TOML although sd-scripts reads them: see FORBIDDEN_TRAIN_KEYS.
+- dataset TOML: checked structurally only, never against the filesystem (it may be rendered for another
+  machine); the launcher's preflight checks that image_dir exists and holds images.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from orchestrator.errors import MedsynthError
+from orchestrator.kohya.contract import Contract, DatasetKey, Option, load_contract
+from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
+
+__all__ = [
+    "check_combinations", "flatten_train_config", "parse_sample_prompts", "validate_dataset_config",
+    "validate_sample_prompts", "validate_train_config",
+]
+
+# keys sd-scripts reads from the training TOML that medsynth refuses there, with the reason
+FORBIDDEN_TRAIN_KEYS = {
+    "config_file": "the launcher passes it on the command line, which overrides the file",
+    "dataset_config": "the launcher passes it on the command line, which overrides the file",
+    "output_config": "it makes sd-scripts write its config and exit without training",
+    "train_data_dir": "sd-scripts ignores it when a dataset config is given; images are listed in dataset.toml",
+    "reg_data_dir": "sd-scripts ignores it when a dataset config is given; images are listed in dataset.toml",
+    "in_json": "sd-scripts ignores it when a dataset config is given; images are listed in dataset.toml",
+    "dataset_class": "it replaces dataset.toml by an arbitrary Python class",
+    "caption_extention": "it is a misspelt alias that silently overrides caption_extension; use caption_extension",
+    "use_8bit_adam": "it is a deprecated alias; use optimizer_type = \"AdamW8bit\"",
+    "use_lion_optimizer": "it is a deprecated alias; use optimizer_type = \"Lion\"",
+}
+# list options that sd-scripts also accepts as one number (train_network.py:738)
+SCALAR_TOO = {"text_encoder_lr"}
+# "key=value" list options: True = the value must be a Python literal (sd-scripts ast.literal_eval()s it)
+KEY_VALUE_OPTIONS = {"optimizer_args": True, "lr_scheduler_args": True, "network_args": False}
+# an int is a step count, a float a ratio of the total steps (train_util.get_scheduler_fix)
+STEPS_OR_RATIO = ("lr_warmup_steps", "lr_decay_steps")
+# dataset-config names of argparse options (config_util.ConfigSanitizer.ARGPARSE_OPTNAME_TO_CONFIG_OPTNAME)
+OPTION_FOR_DATASET_KEY = {"batch_size": "train_batch_size", "num_repeats": "dataset_repeats"}
+ADAFACTOR = "adafactor"  # get_optimizer turns this optimizer's lr_scheduler into "adafactor:<lr>" (relative_step)
+
+_FILE_TYPES = {"str": ("str",), "path": ("str",), "int": ("int",), "float": ("float", "int"), "bool": ("bool",),
+               "int_or_float": ("int", "float")}
+_TOML_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
+_LEVEL_LABELS = {"general": "[general]", "dataset": "[[datasets]]", "subset": "[[datasets.subsets]]"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of the flattened training TOML and the section it came from (for messages)."""
+
+    section: str
+    value: Any
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+def _text(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show(value: Any) -> str:
+    return f"{_TOML_NAMES.get(type(value), type(value).__name__)} {_text(value)}"
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, float)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "dict":
+        return isinstance(value, Mapping)
+    if kind.startswith("pair["):
+        inner = kind[5:-1]
+        return isinstance(value, list) and len(value) == 2 and all(_is(v, inner) for v in value)
+    return False  # "none": TOML has no null
+
+
+def _describe(kinds: tuple[str, ...]) -> str:
+    words = {"bool": "a boolean", "int": "an integer", "float": "a float", "str": "a string", "dict": "a table",
+             "pair[int]": "[W, H] integers", "pair[float]": "a [low, high] pair of floats"}
+    return " or ".join(words[k] for k in kinds if k in words)
+
+
+def _did_you_mean(key: str, names: Any, *, fold_case: bool = False) -> str:
+    """difflib's closest name, if any; with fold_case the comparison ignores case but the hint keeps it."""
+    spelled = {(n.lower() if fold_case else n): n for n in names}
+    match = difflib.get_close_matches(key.lower() if fold_case else key, list(spelled), n=1, cutoff=0.6)
+    return f"; did you mean {spelled[match[0]]!r}?" if match else ""
+
+
+# ----------------------------------------------------------------------------------------------- training TOML
+
+def flatten_train_config(cfg: Mapping, *, source: str) -> dict[str, Setting]:
+    """The key -> value mapping sd-scripts builds (read_config_from_file, train_util.py:4748-4761), refusing
+    a key set twice (sd-scripts would keep the last one without a word)."""
+    flat: dict[str, Setting] = {}
+    for name, body in cfg.items():
+        items = body.items() if isinstance(body, Mapping) else [(name, body)]
+        section = f"[{name}]" if isinstance(body, Mapping) else "(top level)"
+        for key, value in items:
+            if key in flat:
+                raise MedsynthError(f"{source}: {section} {key}: also set in {flat[key].section}; "
+                                    "sd-scripts would silently keep only the last one")
+            flat[key] = Setting(section, value)
+    return flat
+
+
+def validate_train_config(cfg: Mapping, *, source: str) -> None:
+    """cfg = toml.loads(train.toml). Keys, types, choices, and the option combinations that abort sd-scripts."""
+    contract = load_contract()
+    flat = flatten_train_config(cfg, source=source)
+    for key, setting in flat.items():
+        where = f"{source}: {setting.section} {key}"
+        option = contract.options.get(key)
+        if option is None:
+            dataset_keys = {**contract.dataset.general, **contract.dataset.subset}
+            alias = OPTION_FOR_DATASET_KEY.get(key)
+            hint = ("; it is a dataset.toml key" + (f" (the training option is {alias!r})" if alias else "")
+                    if key in dataset_keys else "")
+            raise MedsynthError(f"{where}: unknown key{hint or _did_you_mean(key, contract.options)}")
+        if key in FORBIDDEN_TRAIN_KEYS:
+            raise MedsynthError(f"{where}: not allowed in the training TOML: {FORBIDDEN_TRAIN_KEYS[key]}")
+        problem = _option_problem(option, setting.value, contract)
+        if problem:
+            raise MedsynthError(f"{where}: {problem}")
+    _check_train_combinations(flat, contract, source)
+
+
+def _option_problem(option: Option, value: Any, contract: Contract) -> str | None:
+    if option.nargs is not None and not (option.name in SCALAR_TOO and not isinstance(value, list)):
+        if not isinstance(value, list):
+            return f"expected an array of {option.type} values, got {_show(value)}"
+        for i, item in enumerate(value):
+            problem = _scalar_problem(option, item, contract)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    return _scalar_problem(option, value, contract)
+
+
+def _scalar_problem(option: Option, value: Any, contract: Contract) -> str | None:
+    exact = tuple(k for k in option.sanitized_as or () if k != "none")
+    kinds = exact or _FILE_TYPES[option.type]
+    if not any(_is(value, k) for k in kinds):
+        if option.name == "resolution" and _is(value, "int"):
+            return (f'must be a string "W" or "W,H" (e.g. "{value}"), got {_show(value)}: '
+                    "sd-scripts splits it on ',' and would crash")
+        note = (f": sd-scripts' dataset sanitizer checks this option's exact type (write {value}.0)"
+                if exact and "float" in kinds and _is(value, "int") else "")
+        return f"expected {_describe(kinds)}, got {_show(value)}{note}"
+    if option.choices is not None:
+        allowed = [c for c in option.choices if c is not None]
+        if value not in allowed:
+            note = " (case-sensitive; sd-scripts would silently use DDIM)" if option.name == "sample_sampler" else ""
+            return (f"{value!r} is not one of {', '.join(map(str, allowed))}{note}"
+                    f"{_did_you_mean(str(value), map(str, allowed))}")
+    check = _VALUE_CHECKS.get(option.name)
+    return check(value, contract) if check else None
+
+
+def _resolution(value: str, contract: Contract) -> str | None:
+    if not re.fullmatch(r"\d+(,\d+)?", value):
+        return f'must be "W" or "W,H" in whole pixels (e.g. "1024" or "1024,1024"), got {value!r}'
+    return None
+
+
+def _face_crop(value: str, contract: Contract) -> str | None:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        return f'must be "low,high" (two numbers), got {value!r}'
+    return None if low <= high else f"low must not exceed high, got {value!r}"
+
+
+def _steps_or_ratio(value: int | float, contract: Contract) -> str | None:
+    if value < 0:
+        return f"must not be negative, got {value}"
+    if isinstance(value, float) and value >= 1:
+        return (f"{value} is a float, which sd-scripts reads as a ratio of the total steps (it would multiply "
+                f"the steps by {value}); write {int(value)} for a step count, or a float below 1 for a ratio")
+    return None
+
+
+def _optimizer(value: str, contract: Contract) -> str | None:
+    known = {o.lower(): o for o in contract.optimizers}
+    if value == "" or value.lower() in known or re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value):
+        return None  # "" = AdamW; "module.Class" is imported by sd-scripts (case-sensitive)
+    return (f"{value!r} is not an optimizer sd-scripts knows (case-insensitive: {', '.join(contract.optimizers)}; "
+            "or a class path such as 'torch.optim.RAdam' or 'bitsandbytes.optim.AdEMAMix8bit')"
+            f"{_did_you_mean(value, contract.optimizers, fold_case=True)}")
+
+
+def _scheduler(value: str, contract: Contract) -> str | None:
+    if value in contract.schedulers or value == ADAFACTOR:
+        return None
+    return (f"{value!r} is not an lr scheduler sd-scripts can build (case-sensitive): "
+            f"{', '.join(contract.schedulers)}{_did_you_mean(value, contract.schedulers)}")
+
+
+def _prompt_file(value: str, contract: Contract) -> str | None:
+    if value.endswith((".txt", ".toml", ".json")):
+        return None
+    return f"{value!r}: sd-scripts reads only .txt, .toml or .json prompt files (others crash at the first sample)"
+
+
+def _positive(value: int, contract: Contract) -> str | None:
+    return None if value >= 1 else f"must be at least 1, got {value}"
+
+
+def _key_value(literal: bool) -> Callable[[str, Contract], str | None]:
+    def check(value: str, contract: Contract) -> str | None:
+        key, sep, rest = value.partition("=")
+        if not key or not sep or (literal and "=" in rest):
+            return f"{value!r} must be key=value" + (" with a single '='" if literal else "")
+        if literal:
+            try:
+                ast.literal_eval(rest)
+            except (ValueError, SyntaxError):
+                return f"{value!r}: sd-scripts evaluates the value as a Python literal (quote strings: key='text')"
+        return None
+    return check
+
+
+_VALUE_CHECKS: dict[str, Callable[[Any, Contract], str | None]] = {
+    "resolution": _resolution,
+    "face_crop_aug_range": _face_crop,
+    "lr_warmup_steps": _steps_or_ratio,
+    "lr_decay_steps": _steps_or_ratio,
+    "optimizer_type": _optimizer,
+    "lr_scheduler": _scheduler,
+    "sample_prompts": _prompt_file,
+    "max_train_epochs": _positive,
+    **{name: _key_value(literal) for name, literal in KEY_VALUE_OPTIONS.items()},
+}
+
+
+def _check_train_combinations(flat: dict[str, Setting], contract: Contract, source: str) -> None:
+    def get(key: str) -> Any:
+        return flat[key].value if key in flat else contract.options[key].default
+
+    def fail(key: str, problem: str) -> None:
+        section = f"{flat[key].section} " if key in flat else ""
+        raise MedsynthError(f"{source}: {section}{key}: {problem}")
+
+    if "max_train_epochs" not in flat:
+        fail("max_train_epochs", "missing: without it sd-scripts trains max_train_steps (default 1600) steps "
+                                 "whatever the dataset size")
+    te_cached = get("cache_text_encoder_outputs") or get("cache_text_encoder_outputs_to_disk")
+    if te_cached and not get("network_train_unet_only"):
+        fail("network_train_unet_only", "must be true when the text encoder outputs are cached "
+                                        "(cache_text_encoder_outputs); sd-scripts asserts it")
+    if get("persistent_data_loader_workers") and get("max_data_loader_n_workers") == 0:
+        fail("persistent_data_loader_workers", "needs max_data_loader_n_workers > 0 (torch's DataLoader raises)")
+    for flag, precision in (("full_fp16", "fp16"), ("full_bf16", "bf16")):
+        if get(flag) and get("mixed_precision") != precision:
+            fail(flag, f'needs mixed_precision = "{precision}" (sd-scripts asserts it)')
+    for flag in ("fp8_base", "fp8_base_unet"):
+        if get(flag) and get("mixed_precision") == "no":
+            fail(flag, 'needs mixed_precision "fp16" or "bf16" (sd-scripts asserts it)')
+    optimizer = str(get("optimizer_type") or "AdamW").lower()
+    if get("fused_backward_pass") and (optimizer != ADAFACTOR or get("gradient_accumulation_steps") != 1):
+        fail("fused_backward_pass", "works only with optimizer_type Adafactor and gradient_accumulation_steps 1")
+    if get("v2"):
+        fail("v2", "cannot be true for SDXL training (sd-scripts asserts it)")
+    if get("adaptive_noise_scale") is not None and get("noise_offset") is None:
+        fail("adaptive_noise_scale", "needs noise_offset (sd-scripts raises ValueError)")
+    if get("scale_v_pred_loss_like_noise_pred") and not get("v_parameterization"):
+        fail("scale_v_pred_loss_like_noise_pred", "needs v_parameterization (sd-scripts raises ValueError)")
+    if get("v_pred_like_loss") and get("v_parameterization"):
+        fail("v_pred_like_loss", "cannot be used with v_parameterization (sd-scripts raises ValueError)")
+    if get("log_with") in ("tensorboard", "all") and get("logging_dir") is None:
+        fail("log_with", "needs logging_dir (sd-scripts raises ValueError)")
+    _check_scheduler_combinations(get, fail, optimizer, contract)
+
+
+def _check_scheduler_combinations(get: Callable[[str], Any], fail: Callable[[str, str], None],
+                                  optimizer: str, contract: Contract) -> None:
+    if optimizer.endswith("schedulefree"):
+        return  # sd-scripts gives schedule-free optimizers a dummy scheduler
+    scheduler = get("lr_scheduler")
+    relative_step = optimizer == ADAFACTOR and "relative_step=False" not in (get("optimizer_args") or [])
+    if scheduler == ADAFACTOR and optimizer != ADAFACTOR:
+        fail("lr_scheduler", '"adafactor" needs optimizer_type = "Adafactor" (sd-scripts asserts it)')
+    needs = contract.schedulers.get(scheduler)
+    if needs and not get(needs) and not get("lr_scheduler_type"):
+        fail("lr_scheduler", f"{scheduler!r} needs {needs} to be set (sd-scripts cannot build it otherwise)")
+    # get_scheduler_fix: these schedulers raise ValueError when a warmup is given
+    warmup_free = (f"lr_scheduler_type {get('lr_scheduler_type')!r}" if get("lr_scheduler_type")
+                   else "Adafactor's relative_step schedule" if relative_step
+                   else f"lr_scheduler {scheduler!r}" if scheduler in ("constant", ADAFACTOR) else None)
+    if warmup_free and get("lr_warmup_steps") != 0:
+        fail("lr_warmup_steps", f"must be 0 with {warmup_free}: sd-scripts raises ValueError "
+                                "(use constant_with_warmup for a warmup)")
+
+
+# ----------------------------------------------------------------------------------------------- dataset TOML
+
+def validate_dataset_config(cfg: Mapping, *, source: str) -> None:
+    """cfg = toml.loads(dataset.toml). Exactly ConfigSanitizer's DreamBooth schema, plus the empty and
+    ignored cases sd-scripts only warns about (no datasets, no subsets, num_repeats < 1, duplicate subsets)."""
+    schema = load_contract().dataset
+    levels = {"general": schema.general, "dataset": schema.dataset, "subset": schema.subset}
+    for key in cfg:
+        if key not in schema.top_level:
+            hint = ("; dataset keys go in [general] or [[datasets]]" if any(key in lv for lv in levels.values())
+                    else _did_you_mean(key, schema.top_level))
+            raise MedsynthError(f"{source}: {key}: unknown top-level key (only [general] and [[datasets]]){hint}")
+    general = cfg.get("general", {})
+    if not isinstance(general, Mapping):
+        raise MedsynthError(f"{source}: general: must be a table ([general]), got {_show(general)}")
+    _check_table(general, "general", "[general]", levels, source)
+    datasets = cfg.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise MedsynthError(f"{source}: datasets: needs at least one [[datasets]] table (an array of tables); "
+                            "without one sd-scripts finds no images and exits 0 without training")
+    for i, dataset in enumerate(datasets):
+        where = f"datasets[{i}]"
+        if not isinstance(dataset, Mapping):
+            raise MedsynthError(f"{source}: {where}: must be a table, got {_show(dataset)}")
+        _check_table({k: v for k, v in dataset.items() if k != "subsets"}, "dataset", where, levels, source)
+        subsets = dataset.get("subsets")
+        if not isinstance(subsets, list) or not subsets:
+            raise MedsynthError(f"{source}: {where} subsets: needs at least one [[datasets.subsets]] table "
+                                "(an array of tables: a single [datasets.subsets] table is rejected by sd-scripts)")
+        seen: dict[Any, int] = {}
+        for j, subset in enumerate(subsets):
+            sub_where = f"{where}.subsets[{j}]"
+            if not isinstance(subset, Mapping):
+                raise MedsynthError(f"{source}: {sub_where}: must be a table, got {_show(subset)}")
+            _check_table(subset, "subset", sub_where, levels, source)
+            for key, spec in levels["subset"].items():
+                if spec.required and key not in subset:
+                    raise MedsynthError(f"{source}: {sub_where} {key}: missing (required)")
+            identity = repr(sorted(subset.items()))
+            if identity in seen:
+                raise MedsynthError(f"{source}: {sub_where}: same as {where}.subsets[{seen[identity]}]; "
+                                    "sd-scripts would ignore the duplicate")
+            seen[identity] = j
+
+
+def _check_table(table: Mapping, level: str, where: str, levels: dict[str, dict[str, DatasetKey]],
+                 source: str) -> None:
+    allowed = levels[level]
+    for key, value in table.items():
+        spec = allowed.get(key)
+        if spec is None:
+            homes = [_LEVEL_LABELS[name] for name, keys in levels.items() if key in keys]
+            if key == "metadata_file":
+                problem = "not supported: medsynth writes DreamBooth-style subsets (image_dir + caption files)"
+            elif homes:
+                problem = f"not allowed in {_LEVEL_LABELS[level]}; it belongs in {' or '.join(homes)}"
+            else:
+                problem = "unknown key" + _did_you_mean(key, [*allowed, *(["subsets"] if level == "dataset" else [])])
+            raise MedsynthError(f"{source}: {where} {key}: {problem}")
+        problem = _dataset_value_problem(key, value, spec.types)
+        if problem:
+            raise MedsynthError(f"{source}: {where} {key}: {problem}")
+
+
+def _dataset_value_problem(key: str, value: Any, kinds: tuple[str, ...]) -> str | None:
+    if not any(_is(value, k) for k in kinds):
+        if "float" in kinds and "int" not in kinds and _is(value, "int"):
+            return f"expected a float, got {_show(value)}: the dataset schema rejects integers here; write {value}.0"
+        if key == "resolution" and isinstance(value, str):
+            return (f"expected an integer or [W, H], got {_show(value)}: in dataset.toml resolution is a number, "
+                    "not a string (unlike train.toml)")
+        return f"expected {_describe(kinds)}, got {_show(value)}"
+    if key in ("num_repeats", "batch_size") and value < 1:
+        return f"must be at least 1, got {value}" + (" (sd-scripts would skip the subset)" if key == "num_repeats" else "")
+    if key == "resolution" and min(value if isinstance(value, list) else [value]) < 1:
+        return f"must be positive, got {value}"
+    if key == "image_dir" and not value.strip():
+        return "must not be empty"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- both files
+
+def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_name: str = "train.toml",
+                       dataset_name: str = "dataset.toml") -> None:
+    """The aborts that depend on both files: dataset values fall back subset -> dataset -> [general] ->
+    training TOML -> argparse default (config_util.BlueprintGenerator), and the caching options forbid some of
+    them in any subset. Call after validate_train_config and validate_dataset_config."""
+    contract = load_contract()
+    prefix = f"{source}: " if source else ""
+    flat = flatten_train_config(train, source=f"{prefix}{train_name}")
+
+    def option(key: str) -> tuple[Any, str]:
+        name = OPTION_FOR_DATASET_KEY.get(key, key)
+        if name in flat:
+            return flat[name].value, f"{train_name} {flat[name].section} {name}"
+        return (contract.options[name].default if name in contract.options else None), f"default {name}"
+
+    def effective(key: str, *tables: tuple[Mapping, str]) -> tuple[Any, str]:
+        for table, label in tables:
+            if table.get(key) is not None:
+                return table[key], f"{dataset_name} {label} {key}"
+        return option(key)
+
+    general = dataset.get("general", {})
+    te_cache = next((k for k in ("cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk") if option(k)[0]), None)
+    latent_cache = next((k for k in ("cache_latents", "cache_latents_to_disk") if option(k)[0]), None)
+    for i, ds in enumerate(dataset.get("datasets", [])):
+        scope = [(ds, f"datasets[{i}]"), (general, "[general]")]
+        resolution, _ = effective("resolution", *scope)
+        if resolution is None:
+            raise MedsynthError(f"{prefix}{dataset_name} datasets[{i}] resolution: not set here, in [general] nor in "
+                                f"{train_name}; sd-scripts asserts it is set")
+        steps, origin = effective("bucket_reso_steps", *scope)
+        if steps is not None and steps % 32:
+            raise MedsynthError(f"{prefix}{origin}: {steps} is not a multiple of 32 (sdxl_train_network asserts it)")
+        for j, subset in enumerate(ds.get("subsets", [])):
+            subset_scope = [(subset, f"datasets[{i}].subsets[{j}]"), *scope]
+            conflicts = ([(te_cache, k) for k in ("shuffle_caption", "caption_dropout_rate",
+                                                  "caption_tag_dropout_rate", "token_warmup_step")] if te_cache else [])
+            conflicts += [(latent_cache, k) for k in ("color_aug", "random_crop")] if latent_cache else []
+            for cache, key in conflicts:
+                value, origin = effective(key, *subset_scope)
+                if value:
+                    raise MedsynthError(f"{prefix}{origin} = {_text(value)} conflicts with "
+                                        f"{option(cache)[1]} = true: sd-scripts aborts; turn one of them off")
