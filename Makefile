@@ -7,7 +7,7 @@ SD_SCRIPTS := vendor/sd-scripts
 # CPU builds that sd-scripts imports cleanly with (PyPI's torchvision beside torch 2.13.0 does not import)
 KOHYA_CPU_TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup setup-kohya dataset train test e2e bench gpu-smoke clean
+.PHONY: setup setup-kohya dataset train test e2e bench gpu-wheels gpu-smoke clean
 
 $(BIN)/medsynth: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,9 +37,22 @@ train: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# real CPU training run with a random-weight SDXL (needs ~22 GB RAM, a few minutes on 2 cores)
+e2e: setup-kohya
+	$(BIN)/python -m pytest -m e2e -q tests/e2e
+
 bench: setup
 	$(BIN)/python bench/bench_captions.py
 	$(BIN)/python bench/bench_images.py
+	$(BIN)/python bench/bench_train_dry_run.py
+
+# the wheels the GPU machine lacks (sd-scripts' pins), into the git-ignored .whl/
+gpu-wheels: setup-kohya
+	PY=$(BIN)/python tools/gpu_wheels.sh
+
+# on a CUDA machine with no network: python3 + the carried .whl/ (make gpu-wheels first); figures -> $$OUT
+gpu-smoke:
+	bash bench/gpu_smoke.sh
 
 clean:
 	rm -rf runs build

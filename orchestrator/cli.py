@@ -102,5 +102,9 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
                    f"manifest: {result.out / 'manifest.csv'}")
 
 
+from orchestrator.cli_train import train  # noqa: E402  (registered after the group is defined)
+
+main.add_command(train)
+
 if __name__ == "__main__":
     main()

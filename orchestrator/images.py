@@ -1,0 +1,314 @@
+"""The image stage: one worker per image reads it once and validates, hashes, scores hair and writes the
+training JPEG, from a single decode.
+
+Decoding is the cost at ISIC sizes (a 6000x4000 JPEG is 24 Mpx), so large JPEGs are decoded at 1/2, 1/4
+or 1/8 scale by libjpeg itself (cv2.IMREAD_REDUCED_COLOR_*): the largest reduction whose result is still
+at least as large as both the hair working size and the output resolution. EXIF orientation is ignored
+(IMREAD_IGNORE_ORIENTATION), so the stored width/height are the file's own and the output keeps the
+source's pixel orientation, like a --no-resize link would; dermoscopy has no "up".
+
+Per-image problems never raise: they come back as ImageResult.error, a short reason the caller records:
+"missing", "not a plain file" (folder, FIFO, device), "empty file", "unreadable", "corrupt" (no decodable
+image), "truncated" (JPEG without an end-of-image marker after its last scan, PNG without IEND, or headers
+cut short), "grayscale" (a 1-component JPEG, a gray PNG), "cmyk" (a 4-component JPEG), "alpha channel"
+(a 4-channel PNG or other format). A colour JPEG whose three channels happen to be equal is accepted: it is
+an RGB file, and telling a gray-looking lesion from a gray image is not a file check.
+
+A JSON cache (source sha256 -> width, height, hair score, for one hair algorithm version) lets a re-run
+skip the decode: with a warm cache and `reuse` (an earlier output for the same bytes and resolution), an
+image costs one read for the hash and one link. Small runs stay in this process (see _POOL_MIN_JOBS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import stat
+import struct
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from orchestrator.errors import MedsynthError
+from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy
+
+# bump when hair_score's method changes: cached scores of another version are ignored
+HAIR_ALGORITHM = f"seed-canny-contours/v1/work{WORKING_SIZE}/ref{REFERENCE_SIZE}"
+JPEG_QUALITY = 95
+_JPEG_SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# below this many jobs to decode (no earlier output to reuse), starting worker processes (~0.3 s) costs
+# more than it saves; a re-run whose jobs all have `reuse` is hashing and linking only
+_POOL_MIN_JOBS = 8
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    image_id: str
+    src: Path
+    dst: Path                      # the final training image path; its folder exists
+    resolution: int | None         # long side of the output; None = --no-resize (link, else copy, the original)
+    reuse: Path | None = None      # an earlier build's output for the same sha256 and resolution
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    image_id: str
+    sha256: str | None
+    width: int | None              # the source's size
+    height: int | None
+    out_width: int | None          # the written image's size
+    out_height: int | None
+    hair_score: float | None
+    hairy: bool | None
+    error: str | None              # None = written; else a short reason ("missing", "truncated", "cmyk", ...)
+
+
+# sha256 -> [width, height, hair_score] for the running process_images call; set once per worker process
+_cache: dict[str, list] = {}
+
+
+def process_images(jobs: Sequence[ImageJob], *, workers: int, cache_path: Path | None,
+                   progress: bool = True) -> list[ImageResult]:
+    """Run every job and return the results in job order: in a pool of `workers` processes when there are
+    at least _POOL_MIN_JOBS images to decode, else in this process."""
+    cache = _read_cache(cache_path)
+    bar = tqdm(total=len(jobs), desc="images", unit="img", disable=not progress)
+    outcomes: list[tuple[ImageResult, list | None]] = []
+    try:
+        if workers <= 1 or sum(job.reuse is None for job in jobs) < _POOL_MIN_JOBS:
+            _use_cache(cache)
+            for job in jobs:
+                outcomes.append(_process_one(job))
+                bar.update()
+        else:
+            workers = min(workers, len(jobs))
+            chunk = max(1, min(32, len(jobs) // (workers * 8)))
+            with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
+                                     initargs=(cache,)) as pool:
+                for outcome in pool.map(_process_one, jobs, chunksize=chunk):
+                    outcomes.append(outcome)
+                    bar.update()
+    finally:
+        bar.close()
+        _use_cache({})
+    fresh = {r.sha256: entry for r, entry in outcomes if entry is not None and r.sha256 not in cache}
+    if cache_path is not None and fresh:
+        _write_cache(cache_path, {**cache, **fresh})
+    return [r for r, _ in outcomes]
+
+
+def output_size(width: int, height: int, resolution: int | None) -> tuple[int, int]:
+    """(width, height) with the long side at most `resolution`, aspect kept, never upscaled."""
+    scale = 1.0 if resolution is None else resolution / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # never plain fork: a fork of a process whose OpenCV thread pool has run deadlocks in the child
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # workers fork with OpenCV already imported: ~20 ms, not ~300
+    return context
+
+
+def _use_cache(cache: dict[str, list]) -> None:
+    global _cache
+    _cache = cache
+
+
+def _init_worker(cache: dict[str, list]) -> None:
+    _use_cache(cache)
+    cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would only oversubscribe the cores
+
+
+def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
+    """The job's result, plus a new cache entry when the image was analysed here."""
+    def failed(reason: str, sha: str | None = None) -> tuple[ImageResult, None]:
+        return ImageResult(job.image_id, sha, None, None, None, None, None, None, reason), None
+
+    try:
+        st = os.stat(job.src)
+    except FileNotFoundError:
+        return failed("missing")
+    except OSError:
+        return failed("unreadable")
+    if not stat.S_ISREG(st.st_mode):
+        return failed("not a plain file")
+    if st.st_size == 0:
+        return failed("empty file")
+    try:
+        data = job.src.read_bytes()
+    except OSError:
+        return failed("unreadable")
+    sha = hashlib.sha256(data).hexdigest()
+    kind, problem = _check_container(data)
+    if problem:
+        return failed(problem, sha)
+
+    cached = _cache.get(sha)
+    reuse = job.reuse if job.reuse is not None and job.reuse.is_file() else None
+    if cached is not None:
+        width, height, score = cached
+        out_w, out_h = output_size(width, height, job.resolution)
+        if job.resolution is None or reuse is not None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
+            _output(job.dst, link=reuse or job.src)  # no decode at all
+            return ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None), None
+
+    image, width, height, problem = _decode(data, kind, job.resolution)
+    if problem:
+        return failed(problem, sha)
+    score = cached[2] if cached is not None else hair_score(image)
+    out_w, out_h = output_size(width, height, job.resolution)
+    if reuse is not None:
+        _output(job.dst, link=reuse)
+    elif job.resolution is None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
+        _output(job.dst, link=job.src)  # the original is already a fitting JPEG: no re-encode
+    else:
+        if (image.shape[1], image.shape[0]) != (out_w, out_h):
+            image = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise MedsynthError(f"cannot encode {job.dst} as JPEG")
+        _output(job.dst, data=encoded.tobytes())
+    result = ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None)
+    return result, (None if cached is not None else [width, height, score])
+
+
+def _check_container(data: bytes) -> tuple[str, str | None]:
+    """('jpeg' | 'png' | 'other', problem or None) from the bytes, without decoding pixels."""
+    if data.startswith(_JPEG_SOI):
+        return "jpeg", _check_jpeg(data)
+    if data.startswith(_PNG_SIGNATURE):
+        # the last chunk must be IEND (a truncated download loses it)
+        return "png", None if data.rstrip(b"\0")[-8:-4] == b"IEND" else "truncated"
+    return "other", None
+
+
+def _check_jpeg(data: bytes) -> str | None:
+    header = _jpeg_header(data)
+    if header is None:
+        return "truncated"  # the segments ran out before the first scan
+    components = header[2]
+    if components == 1:
+        return "grayscale"
+    if components == 4:
+        return "cmyk"
+    if components != 3:
+        return "corrupt"
+    # entropy-coded data never contains FF D9 (FF is byte-stuffed), so the image ends at the first EOI after
+    # its last scan; bytes after it (camera trailers) are allowed
+    if data.find(b"\xff\xd9", data.rfind(b"\xff\xda")) < 0:
+        return "truncated"
+    return None
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, colour components) from the SOF segment, walking the segments up to the first scan;
+    components is 0 when no SOF precedes the scan; None when the data ends first."""
+    pos, size = 2, (0, 0, 0)
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return size  # not a marker where one must be: the decoder will reject it
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            return size
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 10 <= len(data):
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])  # SOFn: length, precision, h, w, n
+            size = (width, height, data[pos + 9])
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    return None
+
+
+def decode_reduced(data: bytes, need: int) -> np.ndarray | None:
+    """A JPEG decoded at the largest libjpeg reduction (1/2, 1/4, 1/8) whose long side stays >= need;
+    other formats at full size. BGR, EXIF orientation ignored; None when the bytes do not decode."""
+    flags = cv2.IMREAD_COLOR
+    header = _jpeg_header(data) if data.startswith(_JPEG_SOI) else None
+    if header is not None:
+        long_side = max(header[:2])
+        for factor, reduced in _REDUCED:
+            if -(-long_side // factor) >= need:  # libjpeg rounds reduced sizes up
+                flags = reduced
+                break
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_IGNORE_ORIENTATION)
+
+
+def _decode(data: bytes, kind: str, resolution: int | None) -> tuple[np.ndarray, int, int, str | None]:
+    """(BGR image, source width, source height, problem), reduced where that loses nothing we need."""
+    if kind == "jpeg":
+        # --no-resize outputs are links: then only the hair working size matters
+        image = decode_reduced(data, max(WORKING_SIZE, resolution or 0))
+        if image is None:
+            return np.empty(0), 0, 0, "corrupt"
+        width, height, _ = _jpeg_header(data)  # type: ignore[misc]  # validated by _check_jpeg
+        return image, width, height, None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        return np.empty(0), 0, 0, "corrupt"
+    if image.ndim == 2 or image.shape[2] == 1:
+        return image, 0, 0, "grayscale"
+    if image.shape[2] == 4:
+        return image, 0, 0, "alpha channel"
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    return image, image.shape[1], image.shape[0], None
+
+
+def _output(dst: Path, *, link: Path | None = None, data: bytes | None = None) -> None:
+    """Write dst atomically: a hard link to (else a copy of) `link`, or `data`. Failing to write output is
+    not a per-image problem (disk full, permissions), so it stops the build."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        if data is not None:
+            tmp.write_bytes(data)
+        else:
+            try:
+                os.link(link, tmp)  # type: ignore[arg-type]
+            except OSError:  # another file system, or links unsupported
+                shutil.copyfile(link, tmp)  # type: ignore[arg-type]
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MedsynthError(f"cannot write {dst}: {e.strerror or e}") from e
+
+
+def _read_cache(path: Path | None) -> dict[str, list]:
+    """The cached entries for this hair algorithm; an unreadable or foreign cache counts as empty."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(content, dict) or content.get("algorithm") != HAIR_ALGORITHM:
+        return {}
+    images = content.get("images")
+    if not isinstance(images, dict):
+        return {}
+    return {sha: entry for sha, entry in images.items()
+            if isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, (int, float)) for v in entry)}
+
+
+def _write_cache(path: Path, entries: dict[str, list]) -> None:
+    text = json.dumps({"algorithm": HAIR_ALGORITHM, "images": entries}, sort_keys=True, separators=(",", ":"))
+    _output(path, data=(text + "\n").encode("utf-8"))

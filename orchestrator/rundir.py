@@ -1,0 +1,275 @@
+"""A run directory, runs/<name>/, and the plan it is written from.
+
+  dataset.toml        --dataset_config for sd-scripts (templates/dataset.toml.j2)
+  train.toml          --config_file for sd-scripts (templates/train.toml.j2)
+  sample_prompts.txt  the training-time sample prompts (templates/sample_prompts.txt.j2)
+  command.sh          the exact command medsynth runs (cd + environment + argv), runnable by hand
+  run.json            preset, overrides, resolved config, batch choice, step arithmetic, commits, package
+                      versions, dataset manifest hash, seed; status and LoRA files after the run
+  train.log           everything the training process printed
+and, written by sd-scripts: <output_name>[-NNNNNN].safetensors, <output_name>[-NNNNNN]-state/, sample/, logs/.
+The first five are written into a temporary sibling and renamed into place together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import toml
+
+from orchestrator.config import BatchChoice, Layer, Preset, Schedule, TrainConfig, config_as_dict, schedule
+from orchestrator.errors import MedsynthError
+from orchestrator.prompts import SamplePrompt, sample_prompts
+from orchestrator.render import render_template
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+RENDERED = ("dataset.toml", "train.toml", "sample_prompts.txt")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What `medsynth dataset build` recorded in <dataset>/dataset.json, checked against the folder."""
+
+    path: Path
+    class_name: str
+    repeats: int
+    resolution: int
+    image_dir: Path
+    images: int
+    trigger: str
+    caption_extension: str
+    manifest: Path
+    manifest_sha256: str
+
+
+def read_dataset(path: Path) -> DatasetInfo:
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        raise MedsynthError(f"{path}: not a medsynth dataset (no dataset.json): run 'medsynth dataset build' first")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        info = DatasetInfo(path=path.resolve(), class_name=str(meta["class_name"]), repeats=int(meta["repeats"]),
+                           resolution=int(meta["resolution"]), image_dir=(path / meta["image_dir"]).resolve(),
+                           images=int(meta["images"]), trigger=str(meta.get("trigger", "")),
+                           caption_extension=str(meta.get("caption_extension", ".caption")),
+                           manifest=(path / "manifest.csv").resolve(),
+                           manifest_sha256=str(meta.get("manifest_sha256", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MedsynthError(f"{meta_path}: unreadable or incomplete ({exc!r}): rebuild the dataset") from exc
+    if not info.image_dir.is_dir():
+        raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
+    found = sum(1 for p in info.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if found == 0:
+        raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
+    if found != info.images:
+        raise MedsynthError(f"{meta_path} lists {info.images} images but {info.image_dir} holds {found}: "
+                            f"rebuild the dataset")
+    if info.manifest_sha256 and info.manifest.is_file():
+        digest = hashlib.sha256(info.manifest.read_bytes()).hexdigest()
+        if digest != info.manifest_sha256:
+            raise MedsynthError(f"{info.manifest} changed since the dataset was built (sha256 differs from "
+                                f"dataset.json): rebuild the dataset")
+    return info
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run is: resolved settings and the rendered file texts. Nothing is written yet."""
+
+    name: str
+    run_dir: Path
+    preset: Preset
+    layers: tuple[Layer, ...]
+    config: TrainConfig
+    batch: BatchChoice
+    schedule: Schedule
+    dataset: DatasetInfo
+    prompts: tuple[SamplePrompt, ...]
+    output_name: str
+    files: Mapping[str, str]
+
+
+def default_run_name(dataset: DatasetInfo, preset: str) -> str:
+    return f"{dataset.class_name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_name(name: str) -> str:
+    if not _RUN_NAME.match(name):
+        raise MedsynthError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.' or '-')")
+    return name
+
+
+def _model_value(value: str) -> str | Path:
+    """A local model path is written as an absolute path (sd-scripts runs in its own folder); a hub id as is."""
+    path = Path(value).expanduser()
+    return path.resolve() if path.exists() else value
+
+
+def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch: BatchChoice,
+             dataset: DatasetInfo, name: str, num_processes: int = 1) -> RunPlan:
+    """Resolve the derived values and render the three files."""
+    run_dir = (cfg.runs_dir / check_run_name(name)).resolve()
+    sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
+    output_name = cfg.output_name or f"{dataset.class_name}_lora"
+    resolution = cfg.resolution or dataset.resolution
+    prompts = tuple(sample_prompts(dataset.manifest, count=cfg.num_sample_prompts, base_seed=cfg.sample_seed,
+                                   texts=cfg.sample_prompts, texts_file=cfg.sample_prompts_file))
+    t: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in config_as_dict(cfg)}
+    t.update(
+        pretrained_model_name_or_path=_model_value(cfg.pretrained_model_name_or_path),
+        tokenizer_cache_dir=cfg.tokenizer_cache_dir.resolve() if cfg.tokenizer_cache_dir else None,
+        vae=cfg.vae.resolve() if cfg.vae else None,
+        resolution=f"{resolution},{resolution}",   # a string in the training TOML (an int crashes sd-scripts)
+        learning_rate=sched.learning_rate,
+        lr_warmup_steps=sched.warmup_steps,        # an int: a float would be read as a ratio of all steps
+        train_batch_size=sched.batch_size,
+        output_dir=run_dir, output_name=output_name,
+        sample_prompts=run_dir / "sample_prompts.txt",
+        sample_every_n_epochs=cfg.sample_every_n_epochs or cfg.save_every_n_epochs,
+        logging_dir=cfg.logging_dir.resolve() if cfg.logging_dir else run_dir / "logs",
+    )
+    d = dict(caption_extension=dataset.caption_extension, shuffle_caption=cfg.shuffle_caption,
+             enable_bucket=cfg.enable_bucket, min_bucket_reso=cfg.min_bucket_reso,
+             max_bucket_reso=cfg.max_bucket_reso, bucket_reso_steps=cfg.bucket_reso_steps,
+             bucket_no_upscale=cfg.bucket_no_upscale, resolution=resolution, batch_size=sched.batch_size,
+             image_dir=dataset.image_dir, num_repeats=dataset.repeats, flip_aug=cfg.flip_aug,
+             class_tokens=dataset.trigger)
+    s = dict(negative_prompt=cfg.negative_prompt, width=cfg.sample_width, height=cfg.sample_height,
+             cfg_scale=cfg.sample_cfg_scale, steps=cfg.sample_steps, sampler=cfg.sample_sampler)
+    files = {
+        "dataset.toml": render_template("dataset.toml.j2", {"d": d}),
+        "train.toml": render_template("train.toml.j2", {"t": t, "extra": dict(cfg.kohya)}),
+        "sample_prompts.txt": render_template("sample_prompts.txt.j2", {"prompts": prompts, "s": s}),
+    }
+    return RunPlan(name, run_dir, preset, tuple(layers), cfg, batch, sched, dataset, prompts, output_name, files)
+
+
+def validate_plan(plan: RunPlan) -> None:
+    """Check both TOMLs and the prompts against the pinned sd-scripts contract (raises MedsynthError)."""
+    from orchestrator.kohya import validate
+
+    train_src, dataset_src = str(plan.run_dir / "train.toml"), str(plan.run_dir / "dataset.toml")
+    train = toml.loads(plan.files["train.toml"])
+    dataset = toml.loads(plan.files["dataset.toml"])
+    validate.validate_train_config(train, source=train_src)
+    validate.validate_dataset_config(dataset, source=dataset_src)
+    validate.validate_sample_prompts(plan.files["sample_prompts.txt"], source=str(plan.run_dir / "sample_prompts.txt"))
+    validate.check_combinations(train, dataset, source=train_src)
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def command_script(argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str]) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in env_changes.items())
+    return ("#!/bin/sh\n# The exact command medsynth ran for this run (written by medsynth).\n"
+            f"cd {shlex.quote(str(cwd))} || exit 1\n"
+            f"{env + ' ' if env else ''}exec {' '.join(shlex.quote(a) for a in argv)}\n")
+
+
+def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],
+               commits: Mapping[str, Any], packages: Mapping[str, Any], gpu: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of run.json at creation time."""
+    from orchestrator import __version__
+
+    return {
+        "run_name": plan.name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "medsynth_version": __version__,
+        "preset": plan.preset.name,
+        "preset_file": str(plan.preset.path),
+        "overrides": [{"source": layer.source, "values": _jsonable(dict(layer.values))} for layer in plan.layers],
+        "config": config_as_dict(plan.config),
+        "batch": dataclasses.asdict(plan.batch),
+        "gpu": dict(gpu),
+        "schedule": dataclasses.asdict(plan.schedule),
+        "seed": plan.config.seed,
+        "dataset": {"path": str(plan.dataset.path), "class_name": plan.dataset.class_name,
+                    "images": plan.dataset.images, "repeats": plan.dataset.repeats,
+                    "manifest_sha256": plan.dataset.manifest_sha256},
+        "sample_prompts": [dataclasses.asdict(p) for p in plan.prompts],
+        "output_name": plan.output_name,
+        "commits": dict(commits),
+        "packages": dict(packages),
+        "command": list(argv),
+        "cwd": str(cwd),
+        "env": dict(env_changes),
+        "status": "created",
+    }
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=str))
+
+
+def write_run_dir(plan: RunPlan, *, command_sh: str, record: Mapping[str, Any]) -> Path:
+    """Create runs/<name>/ with its five files, all at once (temporary sibling + rename)."""
+    if plan.run_dir.exists():
+        raise MedsynthError(f"{plan.run_dir} already exists: choose another --run-name, or --resume it")
+    plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", dir=plan.run_dir.parent))
+    try:
+        for name in RENDERED:
+            (tmp / name).write_text(plan.files[name], encoding="utf-8")
+        (tmp / "command.sh").write_text(command_sh, encoding="utf-8")
+        (tmp / "command.sh").chmod(0o755)
+        (tmp / "run.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.rename(tmp, plan.run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return plan.run_dir
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def update_run_json(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.update(changes)
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+def lora_files(run_dir: Path, output_name: str) -> list[Path]:
+    """The LoRA files sd-scripts saved: <name>-NNNNNN.safetensors per epoch, <name>.safetensors at the end."""
+    pattern = re.compile(rf"^{re.escape(output_name)}(-\d{{6}}|-step\d{{8}})?\.safetensors$")
+    return sorted(p for p in run_dir.iterdir() if p.is_file() and pattern.match(p.name))
+
+
+def _state_step(state: Path) -> int:
+    try:
+        return int(json.loads((state / "train_state.json").read_text(encoding="utf-8"))["current_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def newest_state(run_dir: Path) -> Path | None:
+    """The *-state folder to resume from: the highest saved step (train_state.json), then the newest."""
+    states = [p for p in run_dir.glob("*-state") if p.is_dir()]
+    if not states:
+        return None
+    return max(states, key=lambda p: (_state_step(p), p.stat().st_mtime_ns, p.name))
+
+
+def newest_resumable_run(runs_dir: Path) -> Path | None:
+    runs = [p for p in runs_dir.glob("*/run.json") if newest_state(p.parent) is not None] if runs_dir.is_dir() else []
+    return max(runs, key=lambda p: p.stat().st_mtime_ns).parent if runs else None

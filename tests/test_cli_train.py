@@ -1,0 +1,147 @@
+"""`medsynth train` end to end through click: dry-run with no GPU and no sd-scripts, errors, a faked launch."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import toml
+from click.testing import CliRunner
+
+from orchestrator.cli_train import train
+from orchestrator.config import load_preset
+from orchestrator.prompts import age_band
+from train_helpers import DEFAULT_ROWS, make_dataset, write_fake_python, write_fake_sd_scripts
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """No GPU tool on PATH, no project file in the working directory."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.chdir(tmp_path / "bin")
+    return {"PATH": str(tmp_path / "bin"), "MEDSYNTH_PYTHON": None, "FAKE_MODE": None}
+
+
+def invoke(tmp_path, env, *args):
+    return CliRunner().invoke(train, [*args], env=env, catch_exceptions=False)
+
+
+def sections(output: str) -> dict[str, str]:
+    """The '--- name' blocks of the dry-run output."""
+    parts = re.split(r"^--- (\S+)\n", output, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_dry_run_without_gpu_or_sd_scripts_prints_command_tomls_and_steps(tmp_path, env):
+    ds = make_dataset(tmp_path / "ds", repeats=2)
+    runs = tmp_path / "runs"
+    result = invoke(tmp_path, env, "--dry-run", "--dataset", str(ds), "--sd-scripts", str(tmp_path / "nowhere"),
+                    "--set", f"runs_dir={json.dumps(str(runs))}", "--run-name", "demo")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "no GPU visible: would use" in out
+    assert "accelerate.commands.launch" in out and "sdxl_train_network.py" in out
+    blocks = sections(out)
+    train_doc, dataset_doc = toml.loads(blocks["train.toml"]), toml.loads(blocks["dataset.toml"])
+    batch = dataset_doc["datasets"][0]["batch_size"]
+    epochs = train_doc["training"]["max_train_epochs"]
+    per_epoch = math.ceil(6 * 2 / batch)
+    assert f"6 images × 2 repeats ÷ batch {batch} = {per_epoch} steps/epoch × {epochs} epochs = " \
+           f"{per_epoch * epochs} steps" in out
+    assert f"warmup: {train_doc['optimizer']['lr_warmup_steps']} steps" in out
+    combinations = {(sex, site, age_band(age)) for sex, site, age, _ in DEFAULT_ROWS}
+    assert blocks["sample_prompts.txt"].count(" --d ") == min(4, len(combinations))
+    assert not runs.exists()  # a dry run writes nothing
+
+
+def test_dry_run_with_seed_blog_shows_its_schedule(tmp_path, env):
+    ds = make_dataset(tmp_path / "ds")
+    result = invoke(tmp_path, env, "--dry-run", "--preset", "seed-blog", "--dataset", str(ds))
+    train_doc = toml.loads(sections(result.output)["train.toml"])
+    preset = load_preset("seed-blog").values
+    assert train_doc["optimizer"]["learning_rate"] == preset["learning_rate"]
+    assert train_doc["training"]["max_train_epochs"] == preset["max_train_epochs"]
+    assert "batch size: 1 (preset seed-blog)" in result.output
+
+
+def test_project_file_dataset_and_train_table_are_used(tmp_path, env):
+    make_dataset(tmp_path / "work" / "ds")
+    (tmp_path / "work" / "medsynth.toml").write_text('[dataset]\nout = "ds"\n[train]\nnetwork_dim = 16\n')
+    result = invoke(tmp_path, env, "--dry-run", "--config", str(tmp_path / "work" / "medsynth.toml"))
+    assert result.exit_code == 0, result.output
+    assert toml.loads(sections(result.output)["train.toml"])["network"]["network_dim"] == 16
+
+
+def test_unknown_set_key_exits_non_zero_with_a_suggestion(tmp_path, env):
+    ds = make_dataset(tmp_path / "ds")
+    result = invoke(tmp_path, env, "--dry-run", "--dataset", str(ds), "--set", "learning_rte=1e-4")
+    assert result.exit_code == 1
+    assert "error:" in result.output and "did you mean 'learning_rate'" in result.output
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, env):
+    result = invoke(tmp_path, env, "--dry-run", "--dataset", str(tmp_path / "none"))
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "dataset build" in result.output
+
+
+def test_resume_refuses_new_settings(tmp_path, env):
+    result = invoke(tmp_path, env, "--resume", "--set", "network_dim=4")
+    assert result.exit_code == 1 and "--resume continues a run" in result.output
+
+
+def test_gpu_ids_must_match_process_count(tmp_path, env):
+    result = invoke(tmp_path, env, "--dry-run", "--gpu-ids", "0,1", "--num-processes", "3")
+    assert result.exit_code == 1 and "--gpu-ids" in result.output
+
+
+def fake_env(tmp_path, env, mode="ok"):
+    return {**env, "MEDSYNTH_PYTHON": str(write_fake_python(tmp_path)), "FAKE_GPUS": "NVIDIA H100:79.1",
+            "FAKE_MODE": mode}
+
+
+def train_args(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    return ["--dataset", str(ds), "--model", str(model), "--sd-scripts", str(write_fake_sd_scripts(tmp_path / "sd")),
+            "--set", f"runs_dir={json.dumps(str(tmp_path / 'runs'))}", "--set", "max_train_epochs=2",
+            "--run-name", "cli"]
+
+
+def test_train_runs_and_reports_the_run_dir(tmp_path, env):
+    result = invoke(tmp_path, fake_env(tmp_path, env), *train_args(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "fake: done" in result.output and f"done: {tmp_path / 'runs' / 'cli'}" in result.output
+
+
+def test_training_failure_exit_code_is_the_commands(tmp_path, env):
+    result = invoke(tmp_path, fake_env(tmp_path, env, "fail"), *train_args(tmp_path))
+    assert result.exit_code == 3 and "training exited with code 3" in result.output
+
+
+def test_resume_of_the_newest_run(tmp_path, env):
+    args = train_args(tmp_path)
+    assert invoke(tmp_path, fake_env(tmp_path, env), *args).exit_code == 0
+    result = invoke(tmp_path, fake_env(tmp_path, env), "--resume", "--sd-scripts", args[args.index("--sd-scripts") + 1],
+                    "--config", str(_project_with_runs(tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "melanoma_lora-state" in result.output
+
+
+def _project_with_runs(tmp_path):
+    project = tmp_path / "medsynth.toml"
+    project.write_text(f"[train]\nruns_dir = {json.dumps(str(tmp_path / 'runs'))}\n")
+    return project
+
+
+def test_dry_run_reports_launch_problems_as_warnings(tmp_path, env):
+    ds = make_dataset(tmp_path / "ds")
+    result = invoke(tmp_path, env, "--dry-run", "--dataset", str(ds), "--sd-scripts", str(tmp_path / "nowhere"),
+                    "--offline", "--model", str(tmp_path / "missing.safetensors"))
+    assert result.exit_code == 0
+    warnings = [ln for ln in result.output.splitlines() if ln.startswith("warning")]
+    assert any("sdxl_train_network.py not found" in w for w in warnings)
+    assert any("missing.safetensors" in w for w in warnings)
+    assert any("tokenizer_cache_dir" in w for w in warnings)

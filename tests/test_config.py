@@ -1,0 +1,221 @@
+"""Presets, the project file's [train] table and --set, merged into one typed TrainConfig."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import (AUTO, BatchTier, TrainConfig, choose_batch, load_preset, load_settings, parse_set,
+                                 preset_names, resolve_batch, schedule)
+from orchestrator.errors import MedsynthError
+
+
+def settings(tmp_path: Path, *sets: str, preset: str | None = None, train: dict | None = None):
+    project = tmp_path / "medsynth.toml"
+    tables = {"train": train or {}, "dataset": {}}
+    return load_settings(preset_name=preset, project=project if train is not None else None,
+                         project_tables=tables if train is not None else None, sets=sets, cwd=tmp_path)
+
+
+def test_all_presets_load_and_render_keys_that_exist():
+    assert {"default", "seed-blog", "low-vram"} <= set(preset_names())
+    for name in preset_names():
+        preset = load_preset(name)
+        assert preset.description
+        TrainConfig(**preset.values)  # every preset key is a TrainConfig field of the right type
+
+
+def test_seed_blog_preset_has_the_seed_settings(tmp_path):
+    cfg = settings(tmp_path, preset="seed-blog").config
+    assert cfg.learning_rate == 4e-7 and cfg.max_train_epochs == 50
+    assert cfg.save_every_n_epochs == 2 and cfg.sample_every_n_epochs == 2
+    assert cfg.mixed_precision == "fp16" and cfg.gradient_checkpointing and cfg.no_half_vae
+    assert cfg.optimizer_type == "AdamW8bit" and cfg.cache_text_encoder_outputs and cfg.network_train_unet_only
+    assert cfg.train_batch_size == 1 and cfg.lr_warmup_steps == 100 and cfg.lr_scaling == "none"
+
+
+def test_defaults_follow_the_seed():
+    cfg = TrainConfig()
+    assert (cfg.network_module, cfg.network_dim, cfg.network_alpha) == ("networks.lora", 128, 128.0)
+    assert cfg.optimizer_type == "AdamW8bit" and cfg.lr_scheduler == "constant_with_warmup"
+    assert cfg.sample_sampler == "euler_a" and cfg.sample_steps == 28 and 7.5 <= cfg.sample_cfg_scale <= 9
+    assert (cfg.sample_width, cfg.sample_height) == (1024, 1024) and cfg.negative_prompt
+    assert cfg.save_model_as == "safetensors" and cfg.save_every_n_epochs == 1
+
+
+def test_default_preset_picks_batch_automatically_and_caches(tmp_path):
+    s = settings(tmp_path)
+    assert s.preset.name == "default" and s.config.train_batch_size == AUTO
+    assert s.config.cache_latents and s.config.cache_text_encoder_outputs and s.config.network_train_unet_only
+    assert s.config.mixed_precision == "bf16" and s.config.sdpa
+
+
+def test_unknown_preset_suggests_a_name(tmp_path):
+    with pytest.raises(MedsynthError, match="did you mean 'seed-blog'"):
+        settings(tmp_path, preset="seed-blg")
+
+
+@pytest.mark.parametrize("item, key, value", [
+    ("network_dim=64", "network_dim", 64),
+    ("learning_rate=1e-4", "learning_rate", 1e-4),
+    ("network_alpha=16", "network_alpha", 16.0),
+    ("gradient_checkpointing=true", "gradient_checkpointing", True),
+    ("optimizer_type=AdamW", "optimizer_type", "AdamW"),
+    ('optimizer_type="Lion"', "optimizer_type", "Lion"),
+    ('optimizer_args=["weight_decay=0.01", "eps=1e-8"]', "optimizer_args", ("weight_decay=0.01", "eps=1e-8")),
+    ("train_batch_size=3", "train_batch_size", 3),
+    ("train_batch_size=auto", "train_batch_size", "auto"),
+])
+def test_set_values_are_read_as_toml_and_typed(item, key, value):
+    layer = parse_set([item], base=Path("/base"))
+    assert layer.values[key] == value and type(layer.values[key]) is type(value)
+
+
+def test_set_relative_path_resolves_against_the_working_directory(tmp_path):
+    layer = parse_set(["tokenizer_cache_dir=tok"], base=tmp_path)
+    assert layer.values["tokenizer_cache_dir"] == tmp_path / "tok"
+
+
+def test_set_empty_value_unsets_an_optional_key():
+    assert parse_set(["vae="], base=Path("/")).values["vae"] is None
+
+
+@pytest.mark.parametrize("item, message", [
+    ("network_dim=1.5", "must be an integer"),
+    ("network_dim=true", "must be an integer"),
+    ("learning_rate=fast", "must be a number"),
+    ("sdpa=1", "must be true or false"),
+    ("train_batch_size=0", "positive integer"),
+    ("network_dim", "expected key=value"),
+    ('optimizer_args=["a", 1]', "list of strings|cannot read"),
+])
+def test_set_wrong_types_are_refused(item, message):
+    with pytest.raises(MedsynthError, match=message):
+        parse_set([item], base=Path("/"))
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(MedsynthError, match="unknown train setting 'network_dimm'; did you mean 'network_dim'"):
+        settings(tmp_path, "network_dimm=64")
+
+
+def test_unknown_key_in_project_file_names_the_file(tmp_path):
+    with pytest.raises(MedsynthError, match=r"medsynth.toml \[train\]: unknown train setting 'learning_rat'"):
+        settings(tmp_path, train={"learning_rat": 1e-4})
+
+
+def test_kohya_pass_through_options_are_kept(tmp_path):
+    cfg = settings(tmp_path, "kohya.noise_offset=0.05", train={"kohya": {"min_snr_gamma": 5.0}}).config
+    assert dict(cfg.kohya) == {"noise_offset": 0.05, "min_snr_gamma": 5.0}
+
+
+def test_kohya_pass_through_of_a_medsynth_key_is_refused(tmp_path):
+    with pytest.raises(MedsynthError, match="set 'network_dim' instead"):
+        settings(tmp_path, "kohya.network_dim=8")
+
+
+def test_layers_apply_preset_then_project_file_then_set(tmp_path):
+    s = settings(tmp_path, "max_train_epochs=3", preset="seed-blog",
+                 train={"max_train_epochs": 7, "network_dim": 32})
+    assert s.config.max_train_epochs == 3          # --set beats the file
+    assert s.config.network_dim == 32              # the file beats the field default
+    assert s.config.learning_rate == 4e-7          # the preset stays where nobody overrides
+    assert {"max_train_epochs", "network_dim"} <= s.user_keys
+
+
+def test_project_file_chooses_the_preset_and_the_dataset(tmp_path):
+    project = tmp_path / "medsynth.toml"
+    s = load_settings(project=project, project_tables={"train": {"preset": "low-vram"}, "dataset": {"out": "ds"}},
+                      cwd=Path("/elsewhere"))
+    assert s.preset.name == "low-vram" and s.config.dataset == tmp_path / "ds"
+
+
+TIERS = (BatchTier(100, 8, False), BatchTier(46, 4, False), BatchTier(20, 1, False), BatchTier(0, 1, True))
+
+
+@pytest.mark.parametrize("gib, batch, ckpt", [(139.8, 8, False), (79.1, 4, False), (23.6, 1, False),
+                                             (15.0, 1, True)])
+def test_batch_tier_follows_gpu_memory(gib, batch, ckpt):
+    tier, seen = choose_batch(TIERS, gib)
+    assert seen and (tier.train_batch_size, tier.gradient_checkpointing) == (batch, ckpt)
+    assert gib >= tier.min_gpu_gib
+
+
+def test_no_gpu_uses_the_smallest_tier():
+    tier, seen = choose_batch(TIERS, None)
+    assert not seen and tier == min(TIERS, key=lambda t: t.min_gpu_gib)
+
+
+def test_auto_batch_resolves_from_gpu_memory_and_explains(tmp_path):
+    s = settings(tmp_path)
+    cfg, choice = resolve_batch(s.config, s.preset, set(s.user_keys), 139.8, "NVIDIA H200")
+    top = max(s.preset.batch_tiers, key=lambda t: t.min_gpu_gib)
+    assert cfg.train_batch_size == top.train_batch_size == choice.train_batch_size
+    assert choice.how == "tier" and "H200" in choice.explanation
+
+
+def test_auto_batch_without_gpu_says_so(tmp_path):
+    s = settings(tmp_path)
+    cfg, choice = resolve_batch(s.config, s.preset, set(s.user_keys), None)
+    assert choice.how == "no-gpu" and "no GPU visible: would use" in choice.explanation
+    assert isinstance(cfg.train_batch_size, int)
+
+
+def test_set_batch_size_overrides_auto(tmp_path):
+    s = settings(tmp_path, "train_batch_size=2")
+    cfg, choice = resolve_batch(s.config, s.preset, set(s.user_keys), 139.8)
+    assert cfg.train_batch_size == 2 and choice.how == "set"
+
+
+def test_explicit_gradient_checkpointing_beats_the_tier(tmp_path):
+    s = settings(tmp_path, "gradient_checkpointing=true")
+    cfg, _ = resolve_batch(s.config, s.preset, set(s.user_keys), 139.8)
+    assert cfg.gradient_checkpointing is True
+
+
+def test_schedule_arithmetic():
+    cfg = TrainConfig(train_batch_size=4, max_train_epochs=5, lr_warmup_images=100, learning_rate=2e-5,
+                      lr_scaling="sqrt", reference_batch_size=1)
+    s = schedule(cfg, images=21, repeats=3, num_processes=2)
+    assert s.steps_per_epoch == math.ceil(21 * 3 / (4 * 2))
+    assert s.total_steps == s.steps_per_epoch * 5
+    # scheduler steps: sd-scripts steps the scheduler once per process per optimizer step
+    assert s.warmup_steps == math.ceil(100 / 4) and isinstance(s.warmup_steps, int)
+    assert s.learning_rate == pytest.approx(2e-5 * math.sqrt(8))
+
+
+def test_linear_and_no_scaling():
+    base = dict(train_batch_size=8, learning_rate=1e-5, reference_batch_size=2)
+    assert schedule(TrainConfig(lr_scaling="linear", **base), images=8, repeats=1).learning_rate == pytest.approx(4e-5)
+    assert schedule(TrainConfig(lr_scaling="none", **base), images=8, repeats=1).learning_rate == 1e-5
+
+
+def test_explicit_warmup_steps_win_and_constant_scheduler_has_none():
+    assert schedule(TrainConfig(lr_warmup_steps=7), images=10, repeats=1).warmup_steps == 7
+    assert schedule(TrainConfig(lr_scheduler="constant"), images=10, repeats=1).warmup_steps == 0
+
+
+def test_bad_lr_scaling_is_refused(tmp_path):
+    with pytest.raises(MedsynthError, match="lr_scaling"):
+        settings(tmp_path, "lr_scaling=cubic")
+
+
+def test_relative_model_path_in_the_project_file_is_relative_to_the_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "sdxl.safetensors").write_bytes(b"x")
+    s = settings(tmp_path, train={"pretrained_model_name_or_path": "models/sdxl.safetensors"})
+    assert s.config.pretrained_model_name_or_path == str(tmp_path / "models" / "sdxl.safetensors")
+
+
+def test_hub_id_stays_a_hub_id(tmp_path):
+    s = settings(tmp_path, "pretrained_model_name_or_path=stabilityai/stable-diffusion-xl-base-1.0")
+    assert s.config.pretrained_model_name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden"])
+def test_output_name_cannot_leave_the_run_folder(tmp_path, name):
+    with pytest.raises(MedsynthError, match="output_name"):
+        settings(tmp_path, f"output_name={json.dumps(name)}")

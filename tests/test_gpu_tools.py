@@ -1,0 +1,259 @@
+"""Cheap checks of the GPU/e2e tools (tools/, bench/): no model is built and nothing is trained here."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_DIR
+
+
+def _load(relpath: str) -> ModuleType:
+    """Import a script from tools/ or bench/ (they are scripts, not a package)."""
+    path = REPO_ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+build_tokenizers = _load("tools/build_tokenizers.py")
+make_random_sdxl = _load("tools/make_random_sdxl.py")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("open_clip") is None:
+        pytest.skip("open_clip_torch not installed (it ships the CLIP BPE vocab): run 'make setup-kohya'")
+    out = tmp_path_factory.mktemp("tok")
+    build_tokenizers.build_tokenizers(out)
+    return out
+
+
+def test_tokenizer_folders_load_offline_and_pad_to_77(tokenizer_dir, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in build_tokenizers.TOKENIZER_FOLDERS:
+        tok = transformers.CLIPTokenizer.from_pretrained(tokenizer_dir / name, local_files_only=True)
+        ids = tok("photo of female skin, me1anoma on lower extremity", padding="max_length",
+                  max_length=tok.model_max_length, truncation=True).input_ids
+        assert (len(tok), tok.model_max_length, len(ids)) == (49408, 77, 77)
+        assert ids[0] == tok.bos_token_id
+
+
+def test_tokenizer_ids_match_open_clip_reference(tokenizer_dir):
+    transformers = pytest.importorskip("transformers")
+    from open_clip.tokenizer import SimpleTokenizer
+
+    # no "!": it is bigG's pad token, an added token there (as in the hub's own laion tokenizer)
+    text = "Photo of male skin, ME1ANOMA on the posterior torso, at age 45; dermoscopy (10x)."
+    reference = SimpleTokenizer().encode(text)
+    for name in build_tokenizers.TOKENIZER_FOLDERS:
+        tok = transformers.CLIPTokenizer.from_pretrained(tokenizer_dir / name)
+        assert tok(text, add_special_tokens=False).input_ids == reference
+
+
+def test_tokenizer_folder_names_are_the_ones_sd_scripts_looks_up():
+    source = SD_SCRIPTS_DIR / "library" / "strategy_sdxl.py"
+    if not source.is_file():
+        pytest.skip("vendor/sd-scripts is empty")
+    hub_ids = {node.targets[0].id: node.value.value for node in ast.parse(source.read_text()).body
+               if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+               and node.targets[0].id in ("TOKENIZER1_PATH", "TOKENIZER2_PATH")}
+    assert sorted(h.replace("/", "_") for h in hub_ids.values()) == sorted(build_tokenizers.TOKENIZER_FOLDERS)
+
+
+def test_vocab_file_that_is_not_clip_bpe_is_refused(tmp_path):
+    bad = tmp_path / "bpe.txt.gz"
+    bad.write_bytes(gzip.compress(b"#version\na b\nc d\n"))
+    with pytest.raises(SystemExit, match="not the CLIP BPE vocab"):
+        build_tokenizers.build_tokenizers(tmp_path / "out", bad)
+
+
+def _hardcoded_clip_configs(sdxl_model_util: Path) -> list[dict]:
+    """The keyword arguments of each CLIPTextConfig(...) call in sd-scripts' checkpoint loader, in order."""
+    tree = ast.parse(sdxl_model_util.read_text())
+    loader = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load_models_from_sdxl_checkpoint")
+    return [{kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+            for call in ast.walk(loader)
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "CLIPTextConfig"]
+
+
+def test_random_checkpoint_text_encoders_use_the_configs_sd_scripts_loads_into():
+    source = SD_SCRIPTS_DIR / "library" / "sdxl_model_util.py"
+    if not source.is_file():
+        pytest.skip("vendor/sd-scripts is empty")
+    te1, te2 = _hardcoded_clip_configs(source)
+    assert make_random_sdxl.TE1_CONFIG == te1
+    assert make_random_sdxl.TE2_CONFIG == te2
+
+
+def test_random_checkpoint_refuses_a_non_safetensors_name(tmp_path):
+    with pytest.raises(SystemExit, match="must be a .safetensors file"):
+        make_random_sdxl.main([str(tmp_path / "model.ckpt")])
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+gpu_figures = _load("bench/gpu_figures.py")
+tslog = _load("bench/tslog.py")
+trim_bnb_wheel = _load("tools/trim_bnb_wheel.py")
+# a real `medsynth train --cpu` run (2 images at 256 px, 2 epochs, 12 steps), its output timestamped by
+# bench/tslog.py; paths in the files were shortened, nothing else changed
+CPU_RUN = REPO_ROOT / "tests" / "data" / "cpu_train_run"
+
+
+def test_timestamped_log_gives_every_step_and_the_latent_cache_time():
+    log = gpu_figures.parse_tslog(CPU_RUN / "train_ts.log")
+    assert sorted(log["steps"]) == list(range(1, log["steps_total"] + 1))
+    times = [log["steps"][n] for n in sorted(log["steps"])]
+    assert times == sorted(times)
+    events = log["events"]
+    assert events["load_model"] < events["cache_latents"] < events["cache_text_encoder"] < events["train_start"] \
+        <= events["loop_start"] < times[0]
+    assert 0 < events["cache_latents_s"] < events["cache_text_encoder"] - events["cache_latents"]
+    assert len(events["sample"]) == len(events["save"]) == 2  # one per epoch
+    assert log["errors"] == []
+
+
+def test_tensorboard_and_timestamped_log_agree_on_the_step_rate():
+    pytest.importorskip("tensorboard")
+    tb = {step: wall for step, wall, _ in gpu_figures.tensorboard_scalars(CPU_RUN)["loss/current"]}
+    from_log = gpu_figures.parse_tslog(CPU_RUN / "train_ts.log")["steps"]
+    assert sorted(tb) == sorted(from_log)
+    rate_tb = gpu_figures.steady_state(tb)["steps_per_s"]
+    rate_log = gpu_figures.steady_state(from_log)["steps_per_s"]
+    assert rate_tb == pytest.approx(rate_log, rel=0.15)
+
+
+def test_steady_state_skips_warm_up_steps_and_epoch_end_gaps():
+    times, t = {}, 0.0
+    for step in range(1, 21):
+        t += 9.0 if step <= 2 else (12.0 if step == 11 else 0.5)  # slow start, one save + sample gap
+        times[step] = t
+    fig = gpu_figures.steady_state(times, warmup=5)
+    assert fig["steps_per_s"] == pytest.approx(2.0)
+    assert fig["gaps_s"] == [12.0]
+    assert fig["steady_intervals"] == 14
+
+
+def test_steady_state_leaves_out_steps_that_cross_an_epoch_end():
+    times = {step: 0.5 * step + (1.0 if step > 10 else 0.0) for step in range(1, 21)}  # a 1 s save after step 10
+    assert gpu_figures.steady_state(times, warmup=0)["steps_per_s"] < 2.0
+    fig = gpu_figures.steady_state(times, warmup=0, steps_per_epoch=10)
+    assert fig["steps_per_s"] == pytest.approx(2.0)
+    assert fig["steady_intervals"] == 18
+
+
+def test_run_figures_without_lora_fall_back_to_the_configured_batch(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_RUN, run)
+    fig = gpu_figures.run_figures(run, run / "train_ts.log")
+    assert fig["lora_files"] == [] and fig["sample_images"] == 0
+    assert fig["images_per_step"] == json.loads((run / "run.json").read_text())["config"]["train_batch_size"]
+    assert fig["images_per_s"] == pytest.approx(fig["steps_per_s"] * fig["images_per_step"], rel=1e-3)
+
+
+def test_mfu_is_achieved_flops_over_the_card_peak(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(CPU_RUN, run)
+    flops = {"flops_per_image": {"step": 16.25e12}}
+    fig = gpu_figures.run_figures(run, run / "train_ts.log", flops=flops, peak_tflops=989.0)
+    assert fig["tflops_achieved"] == pytest.approx(16.25 * fig["images_per_s"], abs=0.06)
+    assert fig["mfu_pct"] == pytest.approx(100 * fig["tflops_achieved"] / 989.0, abs=0.06)
+
+
+def test_lora_inspection_reports_the_stored_rank_and_metadata(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    down = torch.randn(8, 3) @ torch.randn(3, 640)  # rank 3 stored in a dim-8 slot
+    key = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"
+    path = tmp_path / "x_lora.safetensors"
+    save_file({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": torch.zeros(640, 8),
+               f"{key}.alpha": torch.tensor(4.0)}, str(path), metadata={"ss_network_dim": "8", "ss_network_alpha": "4.0"})
+    info = gpu_figures.inspect_lora(path)
+    assert (info["lora_down_rank"], info["lora_down_shape"], info["lora_modules"]) == (3, [8, 640], 1)
+    assert (info["ss_network_dim"], info["ss_network_alpha"]) == ("8", "4.0")
+
+
+def test_card_peak_lookup_tells_h100_variants_apart():
+    assert gpu_figures.peak_bf16_tflops("NVIDIA H100 PCIe") < gpu_figures.peak_bf16_tflops("NVIDIA H100 80GB HBM3")
+    assert gpu_figures.peak_bf16_tflops("NVIDIA H200") == gpu_figures.peak_bf16_tflops("NVIDIA H100 80GB HBM3")
+    assert gpu_figures.peak_bf16_tflops("Some Unknown Card") is None
+
+
+def test_nvidia_smi_samples_give_peak_memory_and_busy_utilisation(tmp_path):
+    csv = tmp_path / "mem.csv"
+    csv.write_text("1024, 0\n70000, 50\n[N/A], [N/A]\n65000, 100\n")
+    fig = gpu_figures.gpu_memory(csv)
+    assert fig["peak_vram_mib_nvidia_smi"] == 70000
+    assert fig["gpu_util_mean_pct_when_busy"] == 75.0
+    assert fig["gpu_samples"] == 3
+
+
+def test_combined_figures_give_the_speedup_of_the_first_run_over_the_others():
+    out = gpu_figures.combine({"default": {"images_per_s": 12.0}, "seed-blog": {"images_per_s": 1.5},
+                               "broken": {}}, {"versions": {"gpu": "X"}})
+    assert out["speedup_images_per_s"] == {"default/seed-blog": 8.0}
+    assert out["versions"] == {"gpu": "X"} and set(out["runs"]) == {"default", "seed-blog", "broken"}
+
+
+def test_timestamp_filter_splits_progress_bar_redraws_into_lines():
+    import io
+    import os
+
+    read, write = os.pipe()
+    os.write(write, b"loading\nsteps:   0%| 0/2\rsteps:  50%| 1/2\rsteps: 100%| 2/2\ndone")
+    os.close(write)
+    log, echo = io.StringIO(), io.StringIO()
+    with os.fdopen(read, "rb") as src:
+        tslog.timestamp_stream(src, log, echo, echo_every=1e9)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("# t0_epoch=")
+    assert [ln.split("] ", 1)[1] for ln in lines[1:]] == ["loading", "steps:   0%| 0/2", "steps:  50%| 1/2",
+                                                         "steps: 100%| 2/2", "done"]
+    assert "steps:  50%" not in echo.getvalue()  # redraws are throttled on the console, not in the log
+
+
+def test_trimmed_wheel_keeps_only_the_named_native_libraries_with_a_valid_record(tmp_path):
+    import base64
+    import hashlib
+    import zipfile
+
+    src = tmp_path / "bitsandbytes-0.0-py3-none-manylinux_2_24_x86_64.whl"
+    files = {"bitsandbytes/__init__.py": b"x = 1\n", "bitsandbytes/libbitsandbytes_cpu.so": b"cpu",
+             "bitsandbytes/libbitsandbytes_cuda130.so": b"130", "bitsandbytes/libbitsandbytes_cuda121.so": b"121"}
+    with zipfile.ZipFile(src, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("bitsandbytes-0.0.dist-info/RECORD", "stale\n")
+    dst = trim_bnb_wheel.trim_wheel(src, tmp_path / "out")
+    with zipfile.ZipFile(dst) as z:
+        names = set(z.namelist())
+        record = z.read("bitsandbytes-0.0.dist-info/RECORD").decode().splitlines()
+        for row in record[:-1]:
+            name, digest, size = row.split(",")
+            data = z.read(name)
+            assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert int(size) == len(data)
+    assert "bitsandbytes/libbitsandbytes_cuda121.so" not in names
+    assert {"bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda130.so"} <= names
+
+
+def test_unet_step_flops_count_activation_gradients_and_grow_with_resolution(sd_scripts_dir):
+    flops_unet = _load("bench/flops_unet.py")
+    small = flops_unet.unet_step_flops(256, 256, network_dim=8)
+    large = flops_unet.unet_step_flops(512, 512, network_dim=8)
+    assert small["step"] == small["forward"] + small["backward"]
+    assert small["backward"] > 0.5 * small["forward"] > 0  # activation gradients, not only the LoRA weights
+    assert 3 < large["forward"] / small["forward"] < 6  # 4x the pixels; text-side projections do not grow

@@ -1,0 +1,249 @@
+"""The image stage: resizing, links, every kind of bad image, the content-hash cache, the pool."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from orchestrator import images as images_module
+from orchestrator.errors import MedsynthError
+from orchestrator.images import HAIR_ALGORITHM, ImageJob, ImageResult, output_size, process_images
+from orchestrator.paths import DEMO_DIR
+from orchestrator.vision.hair import hair_score
+
+DEMO = DEMO_DIR / "images"
+WIDE = DEMO / "ISIC_0000017.jpg"     # 1504x1129
+HAIRY = DEMO / "ISIC_0000043.jpg"    # 1504x1129, covered in hair
+
+
+def run(jobs: list[ImageJob], cache: Path | None = None, workers: int = 1) -> list[ImageResult]:
+    return process_images(jobs, workers=workers, cache_path=cache, progress=False)
+
+
+def job(src: Path, out: Path, resolution: int | None = 512, reuse: Path | None = None) -> ImageJob:
+    out.mkdir(exist_ok=True)
+    return ImageJob(src.stem, src, out / f"{src.stem}.jpg", resolution, reuse)
+
+
+def jpeg(path: Path, image: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def test_resize_fits_long_side_and_keeps_aspect(tmp_path):
+    [result] = run([job(WIDE, tmp_path / "out")])
+    written = cv2.imread(str(tmp_path / "out" / "ISIC_0000017.jpg"))
+    assert result.error is None
+    assert (result.width, result.height) == (1504, 1129)
+    assert (result.out_width, result.out_height) == (512, 384) == (written.shape[1], written.shape[0])
+
+
+def test_portrait_image_fits_its_height(tmp_path):
+    src = jpeg(tmp_path / "portrait.jpg", cv2.rotate(cv2.imread(str(WIDE)), cv2.ROTATE_90_CLOCKWISE))
+    [result] = run([job(src, tmp_path / "out")])
+    assert (result.out_width, result.out_height) == (384, 512)
+    assert cv2.imread(str(tmp_path / "out" / "portrait.jpg")).shape[:2] == (512, 384)
+
+
+def test_output_size_never_upscales():
+    assert output_size(640, 480, 1024) == (640, 480)
+    assert output_size(6000, 4000, 1024) == (1024, 683)
+    assert output_size(6000, 4000, None) == (6000, 4000)
+
+
+def test_small_jpeg_is_linked_not_upscaled_or_reencoded(tmp_path):
+    [result] = run([job(WIDE, tmp_path / "out", resolution=4096)])
+    assert (result.out_width, result.out_height) == (1504, 1129)
+    assert os.path.samefile(WIDE, tmp_path / "out" / "ISIC_0000017.jpg")
+
+
+def test_no_resize_hard_links_the_original(tmp_path):
+    [result] = run([job(WIDE, tmp_path / "out", resolution=None)])
+    assert result.error is None and (result.out_width, result.out_height) == (1504, 1129)
+    assert os.path.samefile(WIDE, tmp_path / "out" / "ISIC_0000017.jpg")
+
+
+def test_no_resize_copies_when_linking_fails(tmp_path, monkeypatch):
+    def no_link(*_):
+        raise OSError("cross-device link")
+    monkeypatch.setattr(os, "link", no_link)
+    run([job(WIDE, tmp_path / "out", resolution=None)])
+    dst = tmp_path / "out" / "ISIC_0000017.jpg"
+    assert dst.read_bytes() == WIDE.read_bytes() and not os.path.samefile(WIDE, dst)
+
+
+def test_output_bytes_are_deterministic(tmp_path):
+    run([job(WIDE, tmp_path / "a")])
+    run([job(WIDE, tmp_path / "b")])
+    assert (tmp_path / "a" / "ISIC_0000017.jpg").read_bytes() == (tmp_path / "b" / "ISIC_0000017.jpg").read_bytes()
+
+
+def test_source_is_untouched_and_no_temp_files_remain(tmp_path):
+    before = (WIDE.read_bytes(), WIDE.stat().st_mtime_ns)
+    run([job(WIDE, tmp_path / "out"), job(HAIRY, tmp_path / "out", resolution=None)])
+    assert (WIDE.read_bytes(), WIDE.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ISIC_0000017.jpg", "ISIC_0000043.jpg"]
+
+
+def test_unwritable_output_stops_with_one_line_error(tmp_path):
+    missing_folder = tmp_path / "not-created" / "ISIC_0000017.jpg"
+    with pytest.raises(MedsynthError, match="cannot write .*not-created"):
+        run([ImageJob("ISIC_0000017", WIDE, missing_folder, 512)])
+
+
+def test_result_carries_hash_and_hair(tmp_path):
+    [result] = run([job(HAIRY, tmp_path / "out")])
+    assert result.sha256 == hashlib.sha256(HAIRY.read_bytes()).hexdigest()
+    assert result.hairy is True and result.hair_score == pytest.approx(hair_score(cv2.imread(str(HAIRY))), rel=0.05)
+
+
+def test_large_jpeg_is_decoded_reduced(tmp_path, monkeypatch):
+    big = cv2.resize(cv2.imread(str(WIDE)), (4096, 3072), interpolation=cv2.INTER_CUBIC)
+    src = jpeg(tmp_path / "big.jpg", big)
+    shapes = []
+    real = cv2.imdecode
+    monkeypatch.setattr(images_module.cv2, "imdecode", lambda *a: shapes.append(real(*a).shape[:2]) or real(*a))
+    [result] = run([job(src, tmp_path / "out", resolution=1024)])
+    assert shapes == [(768, 1024)]  # 1/4 scale: the largest reduction still >= 1024 px
+    assert (result.width, result.height, result.out_width, result.out_height) == (4096, 3072, 1024, 768)
+
+
+# ---- bad images: each gives a reason, none raises, the good ones around them still succeed ----
+
+def make_bad(kind: str, folder: Path) -> Path:
+    good = cv2.imread(str(WIDE))
+    path = folder / f"{kind}.jpg"
+    if kind == "missing":
+        return path
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(5000))
+    elif kind == "garbage_after_soi":
+        path.write_bytes(b"\xff\xd8" + os.urandom(5000))
+    elif kind == "truncated":
+        data = WIDE.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "truncated_in_header":
+        path.write_bytes(WIDE.read_bytes()[:300])
+    elif kind == "grayscale":
+        jpeg(path, cv2.cvtColor(good, cv2.COLOR_BGR2GRAY))
+    elif kind == "cmyk":
+        from PIL import Image  # Pillow ships with matplotlib
+        Image.new("CMYK", (64, 48), (10, 200, 30, 5)).save(path, "JPEG")
+    elif kind == "alpha_png":
+        path = path.with_suffix(".png")
+        cv2.imwrite(str(path), cv2.cvtColor(good, cv2.COLOR_BGR2BGRA))
+    elif kind == "grayscale_png":
+        path = path.with_suffix(".png")
+        cv2.imwrite(str(path), cv2.cvtColor(good, cv2.COLOR_BGR2GRAY))
+    elif kind == "truncated_png":
+        path = path.with_suffix(".png")
+        cv2.imwrite(str(path), good)
+        path.write_bytes(path.read_bytes()[:-100])
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path
+
+
+BAD = {
+    "missing": "missing", "directory": "not a plain file", "fifo": "not a plain file", "empty": "empty file",
+    "garbage": "corrupt", "garbage_after_soi": "corrupt", "truncated": "truncated",
+    "truncated_in_header": "truncated", "grayscale": "grayscale", "cmyk": "cmyk",
+    "alpha_png": "alpha channel", "grayscale_png": "grayscale", "truncated_png": "truncated",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_image_is_reported_not_raised(tmp_path, kind):
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    (tmp_path / "src").mkdir()
+    bad = make_bad(kind, tmp_path / "src")
+    results = run([job(WIDE, tmp_path / "out"), job(bad, tmp_path / "out"), job(HAIRY, tmp_path / "out")])
+    assert [r.image_id for r in results] == ["ISIC_0000017", bad.stem, "ISIC_0000043"]
+    assert results[1].error == BAD[kind]
+    assert results[1].hairy is None and results[1].out_width is None
+    assert not (tmp_path / "out" / f"{bad.stem}.jpg").exists()
+    assert results[0].error is None and results[2].error is None
+
+
+def test_jpeg_with_bytes_after_end_marker_is_accepted(tmp_path):
+    src = tmp_path / "trailer.jpg"
+    src.write_bytes(WIDE.read_bytes() + b"camera trailer \x00\x01")
+    [result] = run([job(src, tmp_path / "out")])
+    assert result.error is None and result.out_width == 512
+
+
+def test_png_source_is_written_as_jpeg(tmp_path):
+    src = tmp_path / "rgb.png"
+    cv2.imwrite(str(src), cv2.imread(str(WIDE)))
+    [result] = run([job(src, tmp_path / "out")])
+    written = (tmp_path / "out" / "rgb.jpg").read_bytes()
+    assert result.error is None and written.startswith(b"\xff\xd8") and result.out_width == 512
+
+
+# ---- cache ----
+
+def test_warm_cache_with_reuse_does_no_decode(tmp_path, monkeypatch):
+    cache = tmp_path / "hair-cache.json"
+    first = run([job(WIDE, tmp_path / "a"), job(HAIRY, tmp_path / "a")], cache)
+    assert set(json.loads(cache.read_text())["images"]) == {r.sha256 for r in first}
+
+    def refuse(*_):
+        raise AssertionError("decoded or analysed although cached")
+    monkeypatch.setattr(images_module.cv2, "imdecode", refuse)
+    monkeypatch.setattr(images_module, "hair_score", refuse)
+    mtime = cache.stat().st_mtime_ns
+    second = run([job(WIDE, tmp_path / "b", reuse=tmp_path / "a" / "ISIC_0000017.jpg"),
+                  job(HAIRY, tmp_path / "b", reuse=tmp_path / "a" / "ISIC_0000043.jpg")], cache)
+    assert second == first
+    assert os.path.samefile(tmp_path / "a" / "ISIC_0000043.jpg", tmp_path / "b" / "ISIC_0000043.jpg")
+    assert cache.stat().st_mtime_ns == mtime  # nothing new: not rewritten
+
+
+def test_warm_cache_without_reuse_resizes_but_skips_hair(tmp_path, monkeypatch):
+    cache = tmp_path / "hair-cache.json"
+    [first] = run([job(HAIRY, tmp_path / "a")], cache)
+
+    def refuse(*_):
+        raise AssertionError("hair analysed although cached")
+    monkeypatch.setattr(images_module, "hair_score", refuse)
+    [second] = run([job(HAIRY, tmp_path / "b")], cache)
+    assert second == first
+    assert (tmp_path / "b" / "ISIC_0000043.jpg").read_bytes() == (tmp_path / "a" / "ISIC_0000043.jpg").read_bytes()
+
+
+def test_cache_from_another_algorithm_is_ignored(tmp_path):
+    cache = tmp_path / "hair-cache.json"
+    sha = hashlib.sha256(HAIRY.read_bytes()).hexdigest()
+    cache.write_text(json.dumps({"algorithm": "something-older", "images": {sha: [1, 1, 0.0]}}))
+    [result] = run([job(HAIRY, tmp_path / "out")], cache)
+    assert (result.width, result.hairy) == (1504, True)
+    assert json.loads(cache.read_text())["algorithm"] == HAIR_ALGORITHM
+
+
+def test_unreadable_cache_counts_as_empty(tmp_path):
+    cache = tmp_path / "hair-cache.json"
+    cache.write_text("{not json")
+    [result] = run([job(HAIRY, tmp_path / "out")], cache)
+    assert result.hairy is True
+    assert result.sha256 in json.loads(cache.read_text())["images"]
+
+
+def test_pool_gives_in_process_results_in_job_order(tmp_path):
+    sources = sorted(DEMO.glob("*.jpg"))[:12]
+    alone = run([job(p, tmp_path / "a") for p in sources])
+    pooled = run([job(p, tmp_path / "b") for p in sources], workers=2)
+    assert [r.image_id for r in pooled] == [p.stem for p in sources]
+    assert pooled == alone
+    for p in sources:
+        assert (tmp_path / "a" / p.name).read_bytes() == (tmp_path / "b" / p.name).read_bytes()

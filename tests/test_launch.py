@@ -1,0 +1,216 @@
+"""The launcher: preflight checks, the accelerate command, streaming, exit codes, Ctrl-C, post-check, resume.
+
+A tiny real Python script stands in for the training interpreter ($MEDSYNTH_PYTHON): it answers the probe
+with the GPUs given in FAKE_GPUS and fakes `accelerate launch` (reads the rendered train.toml, prints,
+writes LoRA files and state folders the way sd-scripts names them)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator import launch
+from orchestrator.config import load_settings
+from orchestrator.errors import MedsynthError
+from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
+from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts, write_tokenizers
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A fake interpreter + sd-scripts folder + dataset + model file; returns a dict of paths."""
+    python = write_fake_python(tmp_path)
+    monkeypatch.setenv("MEDSYNTH_PYTHON", str(python))
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA H200:139.8")
+    monkeypatch.delenv("FAKE_MODE", raising=False)
+    model = tmp_path / "sdxl.safetensors"
+    model.write_bytes(b"weights")
+    return {"python": python, "sd": write_fake_sd_scripts(tmp_path / "sd"), "ds": make_dataset(tmp_path / "ds"),
+            "model": model, "runs": tmp_path / "runs"}
+
+
+def settings_for(fake, *sets, preset="default"):
+    return load_settings(preset_name=preset, cwd=fake["runs"].parent,
+                         options={"dataset": str(fake["ds"]), "pretrained_model_name_or_path": str(fake["model"])},
+                         sets=[f"runs_dir={json.dumps(str(fake['runs']))}", "max_train_epochs=3", *sets])
+
+
+def run(fake, *sets, name="r1", preset="default", **kw):
+    out = io.BytesIO()
+    code, run_dir = launch.launch(settings_for(fake, *sets, preset=preset), run_name=name, sd_scripts=fake["sd"],
+                                  out=out, **kw)
+    return code, run_dir, out.getvalue().decode()
+
+
+def test_launch_writes_the_run_dir_streams_and_finishes(fake):
+    code, run_dir, printed = run(fake)
+    assert code == 0
+    log = (run_dir / "train.log").read_bytes().decode()  # bytes: keep tqdm-style \r as written
+    assert "fake: to stderr" in log and "fake: done" in log
+    assert log in printed  # the terminal saw everything the log has
+    argv = json.loads(next(ln for ln in log.splitlines() if ln.startswith("fake: argv "))[len("fake: argv "):])
+    assert argv[:2] == ["-m", "accelerate.commands.launch"]
+    assert argv[argv.index("--config_file") + 1] == str(run_dir / "train.toml")
+    assert argv[argv.index("--dataset_config") + 1] == str(run_dir / "dataset.toml")
+    assert f"fake: cwd {fake['sd'].resolve()}" in log or f"fake: cwd {fake['sd']}" in log
+    assert f"pythonpath {fake['sd']}" in log
+
+
+def test_run_json_records_what_the_run_is(fake):
+    code, run_dir, _ = run(fake, "seed=7")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["preset"] == "default" and record["seed"] == 7
+    assert {"source": "--set", "values": {"runs_dir": str(fake["runs"]), "max_train_epochs": 3, "seed": 7}} \
+        in record["overrides"]
+    assert record["batch"]["how"] == "tier" and "NVIDIA H200" in record["batch"]["explanation"]
+    assert record["config"]["train_batch_size"] == record["batch"]["train_batch_size"]
+    assert record["dataset"]["manifest_sha256"] == json.loads((fake["ds"] / "dataset.json").read_text())[
+        "manifest_sha256"]
+    assert record["commits"]["sd_scripts_pinned"] == SD_SCRIPTS_COMMIT and "medsynth" in record["commits"]
+    assert record["packages"]["torch"] == "0.0-fake"
+    assert record["schedule"]["total_steps"] == record["schedule"]["steps_per_epoch"] * 3
+    assert record["status"] == "finished" and record["exit_code"] == 0
+    assert record["lora_files"] == ["melanoma_lora-000001.safetensors", "melanoma_lora-000002.safetensors",
+                                    "melanoma_lora.safetensors"]
+    assert record["command"][0] == str(fake["python"])
+    command_sh = (run_dir / "command.sh").read_text()
+    assert "exec " in command_sh and "accelerate.commands.launch" in command_sh
+
+
+def test_batch_size_follows_the_probed_gpu(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA L4:22.5")
+    _, run_dir, _ = run(fake)
+    record = json.loads((run_dir / "run.json").read_text())
+    tiers = settings_for(fake).preset.batch_tiers
+    expected = next(t for t in sorted(tiers, key=lambda t: -t.min_gpu_gib) if 22.5 >= t.min_gpu_gib)
+    assert record["batch"]["train_batch_size"] == expected.train_batch_size
+    assert f"train_batch_size = {expected.train_batch_size}" in (run_dir / "train.toml").read_text()
+
+
+def test_exit_code_is_propagated_and_recorded(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "fail")
+    code, run_dir, _ = run(fake)
+    assert code == 3
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_zero_exit_without_a_lora_file_is_a_failure(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "nolora")
+    with pytest.raises(MedsynthError, match="wrote no melanoma_lora"):
+        run(fake)
+    assert json.loads((fake["runs"] / "r1" / "run.json").read_text())["status"] == "failed"
+
+
+def test_no_gpu_is_a_clear_error_and_nothing_is_written(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "")
+    with pytest.raises(MedsynthError, match="no CUDA GPU visible"):
+        run(fake)
+    assert not fake["runs"].exists() or not any(fake["runs"].iterdir())
+
+
+def test_gpu_smaller_than_the_preset_is_refused(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "small:8")
+    with pytest.raises(MedsynthError, match="at least"):
+        run(fake)
+
+
+def test_cpu_mode_skips_the_gpu_check(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "")
+    code, run_dir, _ = run(fake, cpu=True)
+    assert code == 0 and "--cpu" in json.loads((run_dir / "run.json").read_text())["command"]
+
+
+def test_resume_continues_from_the_newest_state(fake):
+    code, run_dir, _ = run(fake, "max_train_epochs=3")
+    (run_dir / "melanoma_lora.safetensors").unlink()
+    (run_dir / "melanoma_lora-state").rename(run_dir / "old-state")
+    (run_dir / "old-state" / "train_state.json").write_text(json.dumps({"current_epoch": 2, "current_step": 20}))
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert code == 0
+    record = json.loads((run_dir / "run.json").read_text())
+    (resumed,) = record["resumes"]
+    assert resumed["state"] == str(run_dir / "old-state")  # step 20 beats the epoch-1 and epoch-2 states
+    assert resumed["command"][-2:] == ["--resume", str(run_dir / "old-state")]
+    assert record["status"] == "finished" and (run_dir / "melanoma_lora.safetensors").is_file()
+    assert (run_dir / "train.log").read_text().count("fake: done") == 2  # appended, not replaced
+
+
+def test_resume_without_state_is_refused(fake, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "run.json").write_text("{}")
+    with pytest.raises(MedsynthError, match="no \\*-state folder"):
+        launch.resume(tmp_path / "empty", sd_scripts=fake["sd"])
+
+
+def test_ctrl_c_is_forwarded_and_waited_for(fake, tmp_path):
+    argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
+    (tmp_path / "t.toml").write_text("[a]\nx = 1\n")
+    code = ("import sys; from pathlib import Path; from orchestrator.launch import run_streaming; "
+            f"sys.exit(run_streaming({argv!r}, cwd=Path('.'), env=dict(__import__('os').environ), "
+            f"log_path=Path({str(tmp_path / 'train.log')!r})))")
+    env = {**os.environ, "FAKE_MODE": "sigint", "PYTHONPATH": str(REPO_ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, text=True)
+    lines = []
+    for line in parent.stdout:
+        lines.append(line)
+        if "fake: ready" in line:
+            parent.send_signal(signal.SIGINT)
+            break
+    rest = parent.communicate(timeout=30)[0]
+    assert parent.returncode == 130
+    assert "SIGINT sent to the training process group" in rest
+    assert "fake: got SIGINT, saving" in (tmp_path / "train.log").read_text()
+
+
+def test_child_environment_keeps_the_parents_and_puts_sd_scripts_first(tmp_path):
+    env, changes = launch.child_env(tmp_path, offline=True, cpu=False, base={"PYTHONPATH": "/carried", "X": "1"})
+    assert env["PYTHONPATH"] == f"{tmp_path}{os.pathsep}/carried" and env["X"] == "1"
+    assert env["HF_HUB_OFFLINE"] == "1" and changes["HF_HUB_OFFLINE"] == "1" and "X" not in changes
+
+
+def test_multi_gpu_command(tmp_path):
+    argv = launch.accelerate_command("py", tmp_path / "sd", tmp_path / "run", num_processes=2, gpu_ids=(0, 3),
+                                     mixed_precision="bf16")
+    assert argv[:3] == ["py", "-m", "accelerate.commands.launch"]
+    assert "--multi_gpu" in argv and argv[argv.index("--gpu_ids") + 1] == "0,3"
+    assert argv[argv.index("--num_processes") + 1] == "2" and argv[argv.index("--dynamo_backend") + 1] == "no"
+    assert argv[argv.index("--config_file") + 1] == str(tmp_path / "run" / "train.toml")
+
+
+def test_single_gpu_command_has_no_multi_gpu_flag(tmp_path):
+    assert "--multi_gpu" not in launch.accelerate_command("py", tmp_path, tmp_path)
+
+
+def test_offline_launch_sets_hub_offline_for_the_child(fake, tmp_path):
+    write_tokenizers(tmp_path / "tok")
+    _, run_dir, _ = run(fake, f"tokenizer_cache_dir={json.dumps(str(tmp_path / 'tok'))}", offline=True)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["env"]["HF_HUB_OFFLINE"] == "1" and "HF_HUB_OFFLINE=1" in (run_dir / "command.sh").read_text()
+
+
+def test_hand_set_batch_above_the_tier_is_warned_about(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA L4:22.5")
+    _, run_dir, printed = run(fake, "train_batch_size=16")
+    assert "warning: batch 16 is above" in printed
+    assert any("batch 16" in n for n in json.loads((run_dir / "run.json").read_text())["gpu"]["preflight"])
+
+
+class ClosedTerminal(io.BytesIO):
+    def write(self, data):
+        raise BrokenPipeError("terminal gone")
+
+
+def test_a_closed_terminal_does_not_stop_the_log(fake, tmp_path, monkeypatch):
+    argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
+    (tmp_path / "t.toml").write_text("[a]\noutput_dir = 'x'\n")
+    monkeypatch.setenv("FAKE_MODE", "fail")
+    code = launch.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
+                                out=ClosedTerminal())
+    assert code == 3 and "fake: to stderr" in (tmp_path / "train.log").read_text()
