@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.captions import CaptionSettings, render_captions
+from orchestrator.captions import CaptionSettings, render_captions, write_captions
 from orchestrator.dataset_settings import DatasetSettings
 from orchestrator.errors import MedsynthError
 from orchestrator.images import ImageJob, ImageResult, process_images
@@ -225,8 +225,7 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
     hairy = [r.hairy for r in results if r is not None and r.error is None]
     captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, CaptionSettings(
         template=settings.caption_template, trigger=settings.trigger, site_map=dict(settings.site_map)))))
-    for image_id, caption in captions.items():
-        (tmp / class_dir / f"{image_id}{CAPTION_EXTENSION}").write_text(caption + "\n", encoding="utf-8")
+    write_captions(tmp / class_dir, captions.items(), CAPTION_EXTENSION)
 
     rows = _manifest_rows(selected, results, captions, output_paths, missing)
     manifest = _manifest_text(rows)
