@@ -45,6 +45,8 @@ bench: setup
 	$(BIN)/python bench/bench_captions.py
 	$(BIN)/python bench/bench_images.py
 	$(BIN)/python bench/bench_train_dry_run.py
+	$(BIN)/python bench/bench_review.py
+	$(BIN)/python bench/bench_generate.py
 
 # the wheels the GPU machine lacks (sd-scripts' pins), into the git-ignored .whl/
 gpu-wheels: setup-kohya

@@ -2,7 +2,8 @@
 
 The template (default `templates/caption.j2`) runs in Jinja's sandbox with StrictUndefined, so a typo in a
 variable name is an error, not a silently empty caption. Its context holds every lesion-table column
-(NA -> None), `site` after the site map, `trigger` and `hairy`. Every caption is post-processed to one line:
+(NA -> None), `site` after the site map, `trigger`, `hairy` and `skin_tone` (the Chardon band of a build
+with --skin-tone, e.g. "intermediate"; None otherwise). Every caption is post-processed to one line:
 control characters (newlines, tabs, ...) become spaces and runs of spaces collapse to one, so neither odd
 metadata nor template layout can split a caption file; quotes and backslashes are kept verbatim (the
 caption file is plain text, not markup).
@@ -50,27 +51,33 @@ class CaptionSettings:
 
 
 def render_captions(table: pd.DataFrame, hairy: Sequence[bool | None] | None,
-                    settings: CaptionSettings) -> list[str]:
+                    settings: CaptionSettings, skin_tones: Sequence[str | None] | None = None) -> list[str]:
     """One caption per row of `table` (the normalised lesion table), in row order.
 
-    `hairy[i]` is row i's hair decision (None = not analysed; None for the whole list = no analysis).
+    `hairy[i]` is row i's hair decision (None = not analysed; None for the whole list = no analysis);
+    `skin_tones[i]` its skin tone band, likewise.
     Raises MedsynthError for a template syntax error, an undefined name, or an empty caption.
     """
     if hairy is not None and len(hairy) != len(table):
         raise ValueError(f"hairy has {len(hairy)} values for {len(table)} rows")
+    if skin_tones is not None and len(skin_tones) != len(table):
+        raise ValueError(f"skin_tones has {len(skin_tones)} values for {len(table)} rows")
     template, names = _load(settings.template)
     columns = [c for c in table.columns if c in names]
     values = table[columns].astype(object).where(table[columns].notna(), None)
     hair_values: Iterable[bool | None] = hairy if hairy is not None else [None] * len(table)
+    # a template that does not name skin_tone renders once per distinct row, whatever the tones
+    tone_values: Iterable[str | None] = (skin_tones if skin_tones is not None and "skin_tone" in names
+                                         else [None] * len(table))
     site_map = dict(settings.site_map)
 
     rendered: dict[tuple[Any, ...], str] = {}
     captions: list[str] = []
-    for row, hair in zip(values.itertuples(index=False, name=None), hair_values):
-        key = (*row, None if hair is None else bool(hair))
+    for row, hair, tone in zip(values.itertuples(index=False, name=None), hair_values, tone_values):
+        key = (*row, tone, None if hair is None else bool(hair))
         caption = rendered.get(key)
         if caption is None:
-            context = dict(zip(columns, row), trigger=settings.trigger, hairy=key[-1])
+            context = dict(zip(columns, row), trigger=settings.trigger, hairy=key[-1], skin_tone=tone)
             if context.get("site") is not None:
                 context["site"] = site_map.get(context["site"], context["site"])
             caption = rendered[key] = _one_line(_render(template, context, settings.template, table.columns))
@@ -131,7 +138,7 @@ def _render(template: jinja2.Template, context: dict[str, Any], path: Path, colu
     try:
         return template.render(context)
     except jinja2.UndefinedError as e:
-        known = ", ".join(sorted({*columns, "trigger", "hairy"}))
+        known = ", ".join(sorted({*columns, "trigger", "hairy", "skin_tone"}))
         raise MedsynthError(f"caption template {path}, line {_template_line(e, path)}: {e.message} "
                             f"(known names: {known})") from e
     except Exception as e:  # sandbox violations, type errors in filters: all are template bugs

@@ -63,10 +63,14 @@ def dataset() -> None:
 @click.option("--workers", type=int, help="Processes for the image stage (default: all cores).")
 @click.option("--strict", is_flag=True, default=None,
               help="Fail on the first missing or unusable image instead of recording a skip.")
+@click.option("--skin-tone", "skin_tone", is_flag=True, default=None,
+              help="Measure each image's skin tone (ITA of the skin around the lesion, Chardon band): stored in "
+                   "the manifest (ita, skin_tone), given to the caption template as skin_tone, counted in the report.")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
-                  resolution, no_resize, trigger, caption_template, workers, strict, dry_run, quiet) -> None:
+                  resolution, no_resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
+                  quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
     from orchestrator.dataset_settings import resolve_settings, settings_from_mapping
     from orchestrator.layout import build_dataset
@@ -85,7 +89,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
         "format": fmt, "class_name": class_name, "diagnoses": list(diagnoses) or None, "benign": benign,
         "repeats": repeats, "resolution": resolution, "resize": False if no_resize else None,
         "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
-        "workers": workers, "strict": strict,
+        "workers": workers, "strict": strict, "skin_tone": skin_tone,
     }
     layers.append(settings_from_mapping({k: v for k, v in given.items() if v is not None},
                                         base=Path.cwd(), source="command line"))
@@ -105,6 +109,23 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
 from orchestrator.cli_train import train  # noqa: E402  (registered after the group is defined)
 
 main.add_command(train)
+
+from orchestrator.cli_review import review  # noqa: E402
+
+main.add_command(review)
+
+from orchestrator.cli_sweep import sweep  # noqa: E402
+
+main.add_command(sweep)
+
+from orchestrator.cli_evaluate import evaluate  # noqa: E402
+
+main.add_command(evaluate)
+
+from orchestrator.cli_generate import generate, reader_study  # noqa: E402
+
+main.add_command(generate)
+main.add_command(reader_study)
 
 if __name__ == "__main__":
     main()

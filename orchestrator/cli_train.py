@@ -38,19 +38,48 @@ def _gpu_ids(text: str | None) -> tuple[int, ...]:
 @click.option("--dry-run", is_flag=True, help="Print the command, both TOMLs and the step arithmetic; write nothing.")
 @click.option("--resume", is_flag=True,
               help="Continue --run-name (default: the newest run with a state folder) from its newest *-state.")
-@click.option("--num-processes", type=click.IntRange(min=1), help="GPUs to train on (default 1, or --gpu-ids' count).")
+@click.option("--num-processes", type=click.IntRange(min=1),
+              help="GPUs to train on, on this machine (default 1, or --gpu-ids' count).")
 @click.option("--gpu-ids", help="Comma-separated GPU indices, e.g. 0,1.")
+@click.option("--num-machines", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Machines training together (multi-node). Run the same command on each, with its own "
+                   "--machine-rank; all machines need the same GPU count (accelerate gets the total).")
+@click.option("--machine-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This machine's rank, 0 to --num-machines - 1. Rank 0 saves the LoRA files and samples; "
+                   "another rank's run folder is <run-name>-node<rank> with its log only.")
+@click.option("--main-process-ip", help="Address of the rank-0 machine (needed with --num-machines > 1).")
+@click.option("--main-process-port", type=click.IntRange(1, 65535),
+              help="Port on the rank-0 machine (default: accelerate's, 29500).")
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Train a run folder that was rendered but not started (by 'medsynth sweep --emit slurm'); "
+                   "uses the folder's own files and command.")
 @click.option("--offline", is_flag=True, help="No hub access: sets HF_HUB_OFFLINE=1 for training and checks "
                                               "the local tokenizers and model first.")
 @click.option("--cpu", is_flag=True, help="Train on the CPU (tiny test runs only; skips the GPU checks).")
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
               default=SD_SCRIPTS_DIR, show_default="vendor/sd-scripts", help="The sd-scripts checkout to run.")
-def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, offline,
-          cpu, sd_scripts) -> None:
+def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, num_machines,
+          machine_rank, main_process_ip, main_process_port, run_dir, offline, cpu, sd_scripts) -> None:
     """Render runs/<name>/{dataset,train}.toml and sample prompts, validate them, and train with accelerate."""
+    from orchestrator.launch import Machines, launch_created
+
     try:
-        code = _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes,
-                      _gpu_ids(gpu_ids), offline, cpu, sd_scripts)
+        if run_dir is not None:
+            given = [name for name, value in (("--preset", preset), ("--set", sets), ("--run-name", run_name),
+                                              ("--dataset", dataset), ("--model", model), ("--dry-run", dry_run),
+                                              ("--resume", resume), ("--num-processes", num_processes),
+                                              ("--gpu-ids", gpu_ids), ("--num-machines", num_machines != 1),
+                                              ("--machine-rank", machine_rank), ("--main-process-ip", main_process_ip),
+                                              ("--main-process-port", main_process_port), ("--offline", offline),
+                                              ("--cpu", cpu)) if value]
+            if given:
+                raise MedsynthError(f"--run-dir trains the folder with its own files and command: "
+                                    f"drop {', '.join(given)}")
+            code, _ = launch_created(run_dir)
+        else:
+            machines = Machines(num_machines, machine_rank, main_process_ip, main_process_port)
+            code = _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes,
+                          _gpu_ids(gpu_ids), machines, offline, cpu, sd_scripts)
     except MedsynthError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -59,8 +88,8 @@ def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, 
         sys.exit(code)
 
 
-def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, offline,
-           cpu, sd_scripts) -> int:
+def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, machines,
+           offline, cpu, sd_scripts) -> int:
     from orchestrator import launch, preflight
     from orchestrator.config import load_settings
     from orchestrator.project_file import find_project_file, load_project_file
@@ -76,6 +105,9 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
                                       "pretrained_model_name_or_path": model},
                              cwd=Path.cwd())
     if resume:
+        if machines != launch.Machines():
+            raise MedsynthError("--resume reruns the run's own command, machine settings included: drop "
+                                "--num-machines/--machine-rank/--main-process-ip/--main-process-port")
         if preset or sets or dataset or model:
             raise MedsynthError("--resume continues a run with its own files: drop --preset/--set/--dataset/--model")
         runs = settings.config.runs_dir
@@ -86,17 +118,18 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
         return code
     if dry_run:
         gpus = None if cpu else preflight.probe_gpus_fast()
-        plan = launch.prepare(settings, gpus=gpus, run_name=run_name, num_processes=processes)
+        plan = launch.prepare(settings, gpus=gpus, run_name=run_name, num_processes=processes * machines.num_machines,
+                              name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
         _, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu)
         argv = launch.accelerate_command(launch.python_executable(), sd_scripts, plan.run_dir,
                                          num_processes=processes, gpu_ids=gpu_ids,
-                                         mixed_precision=plan.config.mixed_precision, cpu=cpu)
+                                         mixed_precision=plan.config.mixed_precision, cpu=cpu, machines=machines)
         warnings = launch.dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline)
         warnings += launch.batch_warnings(plan, gpus)
         click.echo(launch.dry_run_text(plan, argv, sd_scripts, changes, warnings), nl=False)
         return 0
     code, run_dir = launch.launch(settings, run_name=run_name, sd_scripts=sd_scripts, num_processes=processes,
-                                  gpu_ids=gpu_ids, offline=offline, cpu=cpu)
+                                  gpu_ids=gpu_ids, offline=offline, cpu=cpu, machines=machines)
     if code == 0:
         click.echo(f"medsynth: done: {run_dir}")
     return code

@@ -29,6 +29,7 @@ class DatasetSettings:
     resize: bool = True                       # False: link or copy the originals unchanged
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     strict: bool = False                      # a per-image problem is fatal instead of a recorded skip
+    skin_tone: bool = False                   # measure the skin's ITA band: manifest, captions, report
     trigger: str = "me1anoma"
     caption_template: Path = TEMPLATES_DIR / "caption.j2"
     site_map: Mapping[str, str] = field(default_factory=dict)

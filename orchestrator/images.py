@@ -14,9 +14,13 @@ cut short), "grayscale" (a 1-component JPEG, a gray PNG), "cmyk" (a 4-component 
 (a 4-channel PNG or other format). A colour JPEG whose three channels happen to be equal is accepted: it is
 an RGB file, and telling a gray-looking lesion from a gray image is not a file check.
 
-A JSON cache (source sha256 -> width, height, hair score, for one hair algorithm version) lets a re-run
-skip the decode: with a warm cache and `reuse` (an earlier output for the same bytes and resolution), an
-image costs one read for the hash and one link. Small runs stay in this process (see _POOL_MIN_JOBS).
+With `skin_tone`, the same decoded image also gives the skin's ITA (vision/skin_tone.py), so the tone costs
+no second decode.
+
+A JSON cache (source sha256 -> width, height, hair score[, ITA], for one hair algorithm version and one ITA
+version) lets a re-run skip the decode: with a warm cache and `reuse` (an earlier output for the same bytes
+and resolution), an image costs one read for the hash and one link. Small runs stay in this process
+(see _POOL_MIN_JOBS).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tqdm import tqdm
 
 from orchestrator.errors import MedsynthError
 from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy
+from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita
 
 # bump when hair_score's method changes: cached scores of another version are ignored
 HAIR_ALGORITHM = f"seed-canny-contours/v1/work{WORKING_SIZE}/ref{REFERENCE_SIZE}"
@@ -58,6 +63,7 @@ class ImageJob:
     dst: Path                      # the final training image path; its folder exists
     resolution: int | None         # long side of the output; None = --no-resize (link, else copy, the original)
     reuse: Path | None = None      # an earlier build's output for the same sha256 and resolution
+    skin_tone: bool = False        # also measure the skin's ITA
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,11 @@ class ImageResult:
     hair_score: float | None
     hairy: bool | None
     error: str | None              # None = written; else a short reason ("missing", "truncated", "cmyk", ...)
+    ita: float | None = None       # the skin's ITA in degrees (skin_tone jobs; None when no skin was found)
 
 
-# sha256 -> [width, height, hair_score] for the running process_images call; set once per worker process
+# sha256 -> [width, height, hair_score] or [width, height, hair_score, ita] for the running process_images
+# call; set once per worker process
 _cache: dict[str, list] = {}
 
 
@@ -101,7 +109,9 @@ def process_images(jobs: Sequence[ImageJob], *, workers: int, cache_path: Path |
     finally:
         bar.close()
         _use_cache({})
-    fresh = {r.sha256: entry for r, entry in outcomes if entry is not None and r.sha256 not in cache}
+    # new images, and cached ones that gained an ITA
+    fresh = {r.sha256: entry for r, entry in outcomes
+             if entry is not None and len(entry) > len(cache.get(r.sha256, ()))}
     if cache_path is not None and fresh:
         _write_cache(cache_path, {**cache, **fresh})
     return [r for r, _ in outcomes]
@@ -159,18 +169,24 @@ def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
         return failed(problem, sha)
 
     cached = _cache.get(sha)
+    if cached is not None and job.skin_tone and len(cached) < 4:
+        cached = None  # analysed before without the tone: analyse again (same hair score, plus the ITA)
     reuse = job.reuse if job.reuse is not None and job.reuse.is_file() else None
     if cached is not None:
-        width, height, score = cached
+        width, height, score = cached[:3]
+        ita = cached[3] if job.skin_tone else None
         out_w, out_h = output_size(width, height, job.resolution)
         if job.resolution is None or reuse is not None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
             _output(job.dst, link=reuse or job.src)  # no decode at all
-            return ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None), None
+            return ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None,
+                               ita), None
 
     image, width, height, problem = _decode(data, kind, job.resolution)
     if problem:
         return failed(problem, sha)
-    score = cached[2] if cached is not None else hair_score(image)
+    if cached is None:  # else score and ita came from the cache above
+        score = hair_score(image)
+        ita = skin_ita(image) if job.skin_tone else None
     out_w, out_h = output_size(width, height, job.resolution)
     if reuse is not None:
         _output(job.dst, link=reuse)
@@ -183,8 +199,10 @@ def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
         if not ok:
             raise MedsynthError(f"cannot encode {job.dst} as JPEG")
         _output(job.dst, data=encoded.tobytes())
-    result = ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None)
-    return result, (None if cached is not None else [width, height, score])
+    result = ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None, ita)
+    if cached is not None:
+        return result, None
+    return result, [width, height, score] + ([ita] if job.skin_tone else [])
 
 
 def _check_container(data: bytes) -> tuple[str, str | None]:
@@ -236,6 +254,12 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
             size = (width, height, data[pos + 9])
         pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
     return None
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, without decoding; None for other data."""
+    header = _jpeg_header(data) if data.startswith(_JPEG_SOI) else None
+    return (header[0], header[1]) if header and header[0] and header[1] else None
 
 
 def decode_reduced(data: bytes, need: int) -> np.ndarray | None:
@@ -292,8 +316,16 @@ def _output(dst: Path, *, link: Path | None = None, data: bytes | None = None) -
         raise MedsynthError(f"cannot write {dst}: {e.strerror or e}") from e
 
 
+def _valid_entry(entry: object) -> bool:
+    """[width, height, hair_score] or [width, height, hair_score, ita or None]."""
+    return (isinstance(entry, list) and len(entry) in (3, 4)
+            and all(isinstance(v, (int, float)) for v in entry[:3])
+            and (len(entry) == 3 or entry[3] is None or isinstance(entry[3], (int, float))))
+
+
 def _read_cache(path: Path | None) -> dict[str, list]:
-    """The cached entries for this hair algorithm; an unreadable or foreign cache counts as empty."""
+    """The cached entries for this hair algorithm (ITAs only when of this ITA version); an unreadable or
+    foreign cache counts as empty."""
     if path is None or not path.is_file():
         return {}
     try:
@@ -305,10 +337,11 @@ def _read_cache(path: Path | None) -> dict[str, list]:
     images = content.get("images")
     if not isinstance(images, dict):
         return {}
-    return {sha: entry for sha, entry in images.items()
-            if isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, (int, float)) for v in entry)}
+    same_ita = content.get("ita_algorithm") == ITA_ALGORITHM
+    return {sha: entry if same_ita else entry[:3] for sha, entry in images.items() if _valid_entry(entry)}
 
 
 def _write_cache(path: Path, entries: dict[str, list]) -> None:
-    text = json.dumps({"algorithm": HAIR_ALGORITHM, "images": entries}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({"algorithm": HAIR_ALGORITHM, "ita_algorithm": ITA_ALGORITHM, "images": entries},
+                      sort_keys=True, separators=(",", ":"))
     _output(path, data=(text + "\n").encode("utf-8"))

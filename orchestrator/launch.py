@@ -1,10 +1,13 @@
 """A run from settings to exit code: preflight (orchestrator.preflight), render + validate, write runs/<name>/,
 the accelerate command, and running it with output to the terminal and train.log; resume; the post-check.
+`launch` does it all for one run; a sweep uses the steps (`start` once, `prepare`/`create` per run, then
+`launch_created`, which `medsynth train --run-dir` also uses for a folder rendered elsewhere). `Machines` is
+the multi-node part of the accelerate command.
 
 The training process runs in its own process group (no shell). The first Ctrl-C is forwarded to that group
 as SIGINT and medsynth keeps streaming until it exits; a second sends SIGTERM, a third SIGKILL. The exit
 code is the child's (128 + signal number when a signal ended it). sd-scripts exits 0 on an empty dataset,
-so success also requires a LoRA file in the run directory.
+so success also requires a LoRA file in the run directory (on the rank-0 machine: only it saves).
 
 The interpreter is $MEDSYNTH_PYTHON or medsynth's own; the child keeps the parent's environment
 (PYTHONPATH included, with sd-scripts put first).
@@ -12,22 +15,26 @@ The interpreter is $MEDSYNTH_PYTHON or medsynth's own; the child keeps the paren
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.config import Settings, choose_batch, resolve_batch
+from orchestrator.config import Settings, TrainConfig, choose_batch, resolve_batch
 from orchestrator.errors import MedsynthError
 from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
-from orchestrator.preflight import (TRAIN_SCRIPT, Gpu, Preflight, check_disk, check_gpus, check_model,
+from orchestrator.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_disk, check_gpus, check_model,
                                     check_optimizer, check_sd_scripts, check_tokenizers, probe_python)
-from orchestrator.rundir import (RENDERED, RunPlan, command_script, default_run_name, lora_files, newest_state,
-                                 plan_run, read_dataset, run_record, update_run_json, validate_plan, write_run_dir)
+from orchestrator.rundir import (RENDERED, DatasetInfo, RunPlan, command_script, default_run_name, lora_files,
+                                 newest_state, plan_run, read_dataset, run_record, update_run_json, validate_plan,
+                                 write_run_dir)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -53,18 +60,62 @@ def child_env(sd_scripts: Path, *, offline: bool, cpu: bool,
     return env, changes
 
 
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name, IPv4 or IPv6 address
+
+
+@dataclass(frozen=True)
+class Machines:
+    """Multi-node training, passed through to accelerate. Every machine runs the same command with its own rank."""
+
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_machines < 1:
+            raise MedsynthError(f"--num-machines must be >= 1, got {self.num_machines}")
+        if not 0 <= self.machine_rank < self.num_machines:
+            raise MedsynthError(f"--machine-rank {self.machine_rank}: must be between 0 and --num-machines - 1 "
+                                f"({self.num_machines - 1})")
+        if self.num_machines == 1 and (self.main_process_ip or self.main_process_port is not None):
+            raise MedsynthError("--main-process-ip/--main-process-port need --num-machines > 1")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise MedsynthError(f"--num-machines {self.num_machines} needs --main-process-ip (the address of the "
+                                f"rank-0 machine, the same on every machine)")
+        if self.main_process_ip and not _HOST.match(self.main_process_ip):
+            raise MedsynthError(f"--main-process-ip {self.main_process_ip!r}: not a host name or IP address")
+        if self.main_process_port is not None and not 1 <= self.main_process_port <= 65535:
+            raise MedsynthError(f"--main-process-port {self.main_process_port}: must be between 1 and 65535")
+
+    @property
+    def main(self) -> bool:
+        """sd-scripts saves LoRA files, states and samples on the global main process only: rank 0."""
+        return self.machine_rank == 0
+
+    def argv(self) -> list[str]:
+        argv = ["--num_machines", str(self.num_machines)]
+        if self.num_machines > 1:
+            argv += ["--machine_rank", str(self.machine_rank), "--main_process_ip", str(self.main_process_ip)]
+            if self.main_process_port is not None:
+                argv += ["--main_process_port", str(self.main_process_port)]
+        return argv
+
+
 def accelerate_command(python: str, sd_scripts: Path, run_dir: Path, *, num_processes: int = 1,
                        gpu_ids: Sequence[int] = (), mixed_precision: str = "no", cpu: bool = False,
-                       resume: Path | None = None) -> list[str]:
-    argv = [python, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
-    if num_processes > 1:
+                       resume: Path | None = None, machines: Machines = Machines()) -> list[str]:
+    """`num_processes` counts this machine's GPUs; accelerate wants the total over all machines."""
+    total = num_processes * machines.num_machines
+    argv = [python, "-m", "accelerate.commands.launch", "--num_processes", str(total)]
+    if total > 1:
         argv.append("--multi_gpu")
     if gpu_ids:
         argv += ["--gpu_ids", ",".join(map(str, gpu_ids))]
     if cpu:
         argv.append("--cpu")
     # sd-scripts takes mixed precision from its own config; passing the same value keeps accelerate quiet
-    argv += ["--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+    argv += [*machines.argv(), "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
              str(sd_scripts / TRAIN_SCRIPT),
              "--config_file", str(run_dir / "train.toml"), "--dataset_config", str(run_dir / "dataset.toml")]
     if resume is not None:
@@ -136,16 +187,20 @@ def _install(signum: int, handler: Any) -> Any:
 # ----------------------------------------------------------------------------------------------- the flow
 
 def prepare(settings: Settings, *, gpus: Sequence[Gpu] | None, run_name: str | None = None,
-            num_processes: int = 1) -> RunPlan:
-    """Dataset + GPU memory -> batch size -> rendered and validated files (nothing written)."""
+            num_processes: int = 1, dataset: DatasetInfo | None = None, name_suffix: str = "") -> RunPlan:
+    """Dataset + GPU memory -> batch size -> rendered and validated files (nothing written).
+
+    `num_processes` is the total over all machines (it sets the step arithmetic); `dataset` replaces the one
+    read from the config (a sweep trains on a shared copy of it)."""
     cfg = settings.config
-    if cfg.dataset is None:
-        raise MedsynthError("no dataset: give --dataset DIR, or set [dataset] out in medsynth.toml")
-    dataset = read_dataset(cfg.dataset)
+    if dataset is None:
+        if cfg.dataset is None:
+            raise MedsynthError("no dataset: give --dataset DIR, or set [dataset] out in medsynth.toml")
+        dataset = read_dataset(cfg.dataset)
     gib = min(g.total_gib for g in gpus) if gpus else None
     desc = gpus[0].name if gpus else ""
     cfg, batch = resolve_batch(cfg, settings.preset, set(settings.user_keys), gib, desc)
-    name = run_name or default_run_name(dataset, settings.preset.name)
+    name = (run_name or default_run_name(dataset, settings.preset.name)) + name_suffix
     plan = plan_run(cfg, preset=settings.preset, layers=settings.layers, batch=batch, dataset=dataset,
                     name=name, num_processes=num_processes)
     validate_plan(plan)
@@ -202,41 +257,127 @@ def project_commit() -> dict[str, Any]:
     return {"medsynth": head.stdout.strip() or None, "medsynth_dirty": bool(dirty.stdout.strip())}
 
 
-def launch(settings: Settings, *, run_name: str | None, sd_scripts: Path, num_processes: int = 1,
-           gpu_ids: Sequence[int] = (), offline: bool = False, cpu: bool = False,
-           out: IO[bytes] | None = None) -> tuple[int, Path]:
-    """Preflight, render, validate, write runs/<name>/, train, post-check. Returns (exit code, run dir)."""
+@dataclass
+class Launcher:
+    """What the launch-time checks established once; every run created with it shares them (a sweep creates many)."""
+
+    sd_scripts: Path
+    python: str
+    env: dict[str, str]
+    changes: dict[str, str]
+    probe: Probe | None             # None: nothing probed (a dry run, or run folders rendered for another machine)
+    gpus: list[Gpu] | None
+    commits: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    num_processes: int = 1          # on this machine
+    gpu_ids: tuple[int, ...] = ()
+    machines: Machines = Machines()
+    offline: bool = False
+    cpu: bool = False
+    min_gpu_gib: float = 0.0
+
+    @property
+    def total_processes(self) -> int:
+        return self.num_processes * self.machines.num_machines
+
+
+def start(min_gpu_gib: float, *, sd_scripts: Path, num_processes: int = 1, gpu_ids: Sequence[int] = (),
+          offline: bool = False, cpu: bool = False, machines: Machines = Machines()) -> Launcher:
+    """The checks that need no run settings: sd-scripts, the training interpreter, its GPUs."""
     report = Preflight()
     commit, commit_how = check_sd_scripts(sd_scripts, report)
     python = python_executable()
     env, changes = child_env(sd_scripts, offline=offline, cpu=cpu)
     probe = probe_python(python, env)
-    cfg = settings.config
-    gpus = None if cpu else check_gpus(probe, min_gpu_gib=settings.preset.min_gpu_gib,
-                                       num_processes=num_processes, gpu_ids=gpu_ids)
-    check_optimizer(cfg, probe)
+    gpus = None if cpu else check_gpus(probe, min_gpu_gib=min_gpu_gib, num_processes=num_processes,
+                                       gpu_ids=gpu_ids)
     if not probe.tensorboard:  # accelerate then drops the tracker silently
         report.notes.append(f"warning: {python} has neither tensorboard nor tensorboardX: logs/ will stay empty "
                             f"(pip install tensorboard)")
-    check_model(cfg.pretrained_model_name_or_path, offline=offline)
-    if offline:
-        check_tokenizers(cfg.tokenizer_cache_dir)
-    plan = prepare(settings, gpus=gpus, run_name=run_name, num_processes=num_processes)
-    check_disk(plan.run_dir.parent, plan.config)
-    report.notes += batch_warnings(plan, gpus)
-    argv = accelerate_command(python, sd_scripts, plan.run_dir, num_processes=num_processes, gpu_ids=gpu_ids,
-                              mixed_precision=plan.config.mixed_precision, cpu=cpu)
     commits = {**project_commit(), "sd_scripts": commit, "sd_scripts_how": commit_how,
                "sd_scripts_pinned": SD_SCRIPTS_COMMIT}
-    gpu = {"gpus": [vars(g) for g in gpus] if gpus else [], "cpu": cpu, "preflight": report.notes}
-    record = run_record(plan, argv=argv, cwd=sd_scripts, env_changes=changes, commits=commits,
-                        packages=probe.packages, gpu=gpu)
-    write_run_dir(plan, command_sh=command_script(argv, sd_scripts, changes), record=record)
+    return Launcher(sd_scripts, python, env, changes, probe, gpus, commits, report.notes, num_processes,
+                    tuple(gpu_ids), machines, offline, cpu, min_gpu_gib)
+
+
+def check_config(launcher: Launcher, cfg: TrainConfig) -> None:
+    """The checks that depend on the run's settings (optimizer package, model, tokenizers)."""
+    if launcher.probe is not None:
+        check_optimizer(cfg, launcher.probe)
+    check_model(cfg.pretrained_model_name_or_path, offline=launcher.offline)
+    if launcher.offline:
+        check_tokenizers(cfg.tokenizer_cache_dir)
+
+
+def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
+    """Write runs/<name>/ for a prepared plan; -> (the accelerate command, notes to print)."""
+    check_disk(plan.run_dir.parent, plan.config)
+    notes = launcher.notes + batch_warnings(plan, launcher.gpus)
+    argv = accelerate_command(launcher.python, launcher.sd_scripts, plan.run_dir,
+                              num_processes=launcher.num_processes, gpu_ids=launcher.gpu_ids,
+                              mixed_precision=plan.config.mixed_precision, cpu=launcher.cpu,
+                              machines=launcher.machines)
+    gpu = {"gpus": [vars(g) for g in launcher.gpus] if launcher.gpus else [], "cpu": launcher.cpu,
+           "preflight": notes}
+    packages = launcher.probe.packages if launcher.probe is not None else {}
+    record = run_record(plan, argv=argv, cwd=launcher.sd_scripts, env_changes=launcher.changes,
+                        commits=launcher.commits, packages=packages, gpu=gpu)
+    record["launch"] = {"num_processes": launcher.num_processes, "gpu_ids": list(launcher.gpu_ids),
+                        **dataclasses.asdict(launcher.machines), "min_gpu_gib": launcher.min_gpu_gib,
+                        "offline": launcher.offline}
+    write_run_dir(plan, command_sh=command_script(argv, launcher.sd_scripts, launcher.changes), record=record)
+    return argv, notes
+
+
+def launch(settings: Settings, *, run_name: str | None, sd_scripts: Path, num_processes: int = 1,
+           gpu_ids: Sequence[int] = (), offline: bool = False, cpu: bool = False,
+           machines: Machines = Machines(), out: IO[bytes] | None = None) -> tuple[int, Path]:
+    """Preflight, render, validate, write runs/<name>/, train, post-check. Returns (exit code, run dir).
+
+    On a machine of rank > 0 the folder is <name>-node<rank> (machines sharing a file system must not collide);
+    it gets train.log and run.json only, since sd-scripts saves on the rank-0 machine."""
+    launcher = start(settings.preset.min_gpu_gib, sd_scripts=sd_scripts, num_processes=num_processes,
+                     gpu_ids=gpu_ids, offline=offline, cpu=cpu, machines=machines)
+    check_config(launcher, settings.config)
+    plan = prepare(settings, gpus=launcher.gpus, run_name=run_name, num_processes=launcher.total_processes,
+                   name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
+    argv, notes = create(launcher, plan)
     _say(out, f"medsynth: run {plan.run_dir}; batch size {plan.batch.explanation}\n"
-              + "".join(f"medsynth: {n}\n" for n in report.notes))
+              + "".join(f"medsynth: {n}\n" for n in notes))
     update_run_json(plan.run_dir, status="running")
-    code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=plan.run_dir / "train.log", out=out)
-    return finish(plan.run_dir, plan.output_name, code), plan.run_dir
+    code = run_streaming(argv, cwd=sd_scripts, env=launcher.env, log_path=plan.run_dir / "train.log", out=out)
+    return finish(plan.run_dir, plan.output_name, code, main=machines.main), plan.run_dir
+
+
+def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int, Path]:
+    """Train a run folder that was written but not started (`medsynth sweep`, `medsynth train --run-dir`).
+
+    The folder's own command runs, with this machine's interpreter; the checks are redone here, since the
+    folder may have been rendered on another machine (a Slurm login node)."""
+    record_path = run_dir / "run.json"
+    if not record_path.is_file():
+        raise MedsynthError(f"{run_dir}: not a medsynth run (no run.json)")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    if record.get("status") != "created":
+        raise MedsynthError(f"{run_dir}: already {record.get('status')}; only a run that has not started can be "
+                            f"launched (continue it with 'medsynth train --resume --run-name {run_dir.name}')")
+    how = record.get("launch", {})
+    sd_scripts = Path(record["cwd"])
+    check_sd_scripts(sd_scripts, Preflight())
+    python = python_executable()
+    env, changes = child_env(sd_scripts, offline=bool(how.get("offline")), cpu=bool(record["gpu"]["cpu"]))
+    probe = probe_python(python, env)
+    if not record["gpu"]["cpu"]:
+        check_gpus(probe, min_gpu_gib=float(how.get("min_gpu_gib", 0)), num_processes=int(how.get("num_processes", 1)),
+                   gpu_ids=tuple(how.get("gpu_ids", ())))
+    check_optimizer(dataclasses.replace(TrainConfig(), optimizer_type=record["config"]["optimizer_type"]), probe)
+    _validate_files(run_dir)
+    argv = list(record["command"])
+    argv[0] = python
+    update_run_json(run_dir, status="running", command=argv, env=changes)
+    _say(out, f"medsynth: run {run_dir}; batch size {record['batch']['explanation']}\n")
+    code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=run_dir / "train.log", out=out)
+    return finish(run_dir, record["output_name"], code, main=int(how.get("machine_rank", 0)) == 0), run_dir
 
 
 def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool = False,
@@ -264,7 +405,8 @@ def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool 
     update_run_json(run_dir, status="running", resumes=resumes)
     _say(out, f"medsynth: resuming {run_dir} from {state.name}\n")
     code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=run_dir / "train.log", out=out)
-    return finish(run_dir, record["output_name"], code), run_dir
+    main = int(record.get("launch", {}).get("machine_rank", 0)) == 0
+    return finish(run_dir, record["output_name"], code, main=main), run_dir
 
 
 def _without_resume(argv: list[str]) -> list[str]:
@@ -286,12 +428,14 @@ def _validate_files(run_dir: Path) -> None:
     validate.check_combinations(train, dataset, source=str(run_dir / "train.toml"))
 
 
-def finish(run_dir: Path, output_name: str, code: int) -> int:
-    """Record the outcome; a zero exit without a LoRA file is a failure (sd-scripts exits 0 on no data)."""
+def finish(run_dir: Path, output_name: str, code: int, *, main: bool = True) -> int:
+    """Record the outcome; a zero exit without a LoRA file is a failure (sd-scripts exits 0 on no data), except
+    on a machine of rank > 0, where sd-scripts saves nothing."""
     files = lora_files(run_dir, output_name)
-    status = "finished" if code == 0 and files else ("interrupted" if code in (130, 143, 137) else "failed")
+    done = code == 0 and (bool(files) or not main)
+    status = "finished" if done else ("interrupted" if code in (130, 143, 137) else "failed")
     update_run_json(run_dir, status=status, exit_code=code, lora_files=[p.name for p in files])
-    if code == 0 and not files:
+    if code == 0 and not done:
         raise MedsynthError(f"training exited 0 but wrote no {output_name}*.safetensors in {run_dir} "
                             f"(sd-scripts exits 0 when it finds no data): see {run_dir / 'train.log'}")
     return code

@@ -30,9 +30,10 @@ from orchestrator.images import ImageJob, ImageResult, process_images
 from orchestrator.ingest import read_metadata
 from orchestrator.report import DatasetReport, summarise, write_report
 from orchestrator.select import read_duplicates, select_lesions
+from orchestrator.vision.skin_tone import tone_band
 
 MANIFEST_COLUMNS = (
-    "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "output_path", "sha256",
+    "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "output_path", "sha256",
     "width", "height", "out_width", "out_height",
     "patient_id", "sex", "age", "site", "diagnosis", "malignant",
     "source", "source_file", "source_line", "attribution", "license",
@@ -112,6 +113,8 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
             "caption": captions.get(image_id, ""),
             "hair": _text(result.hairy if result else None).lower(),
             "hair_score": f"{result.hair_score:.4f}" if result and result.hair_score is not None else "",
+            "ita": f"{result.ita:.2f}" if result and result.ita is not None else "",
+            "skin_tone": tone_band(result.ita) if result and result.ita is not None else "",
             "output_path": output_paths[image_id] if ok else "",
             "sha256": _text(result.sha256 if result else None),
             "width": _text(result.width if result else None),
@@ -207,7 +210,8 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
         output_paths[image_id] = rel.as_posix()
         reuse = previous.get(_sha256_of(src)) if previous else None
         reused += reuse is not None
-        jobs.append(ImageJob(image_id=image_id, src=src, dst=tmp / rel, resolution=resolution, reuse=reuse))
+        jobs.append(ImageJob(image_id=image_id, src=src, dst=tmp / rel, resolution=resolution, reuse=reuse,
+                             skin_tone=settings.skin_tone))
     # the cache sits beside the dataset, outside the swapped folder, so it outlives interrupted builds
     results_by_id = {r.image_id: r for r in process_images(
         jobs, workers=settings.workers, cache_path=out.parent / CACHE_NAME, progress=progress)}
@@ -223,8 +227,10 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
     ok_mask = [r is not None and r.error is None for r in results]
     ok_rows = selected[ok_mask].reset_index(drop=True)
     hairy = [r.hairy for r in results if r is not None and r.error is None]
+    tones = [tone_band(r.ita) if r.ita is not None else None for r in results if r is not None and r.error is None]
     captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, CaptionSettings(
-        template=settings.caption_template, trigger=settings.trigger, site_map=dict(settings.site_map)))))
+        template=settings.caption_template, trigger=settings.trigger, site_map=dict(settings.site_map)),
+        skin_tones=tones if settings.skin_tone else None)))
     write_captions(tmp / class_dir, captions.items(), CAPTION_EXTENSION)
 
     rows = _manifest_rows(selected, results, captions, output_paths, missing)
@@ -237,6 +243,7 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
         raise MedsynthError(f"no usable images among {len(rows)} selected rows (skipped: {reasons}); "
                             f"check --images ({', '.join(map(str, settings.images))})")
     report = summarise(ok_rows, hair=hairy, skipped=len(rows) - written,
+                       skin_tones=tones if settings.skin_tone else None,
                        skip_reasons=pd.Series([r["skip_reason"] for r in rows if r["skip_reason"]]).value_counts().to_dict())
     write_report(report, tmp / "report.txt", tmp / "report.png")
     meta = {

@@ -1,4 +1,5 @@
-"""The dataset report: counts by sex, age band, site and hair, as text and as a PNG of bar charts."""
+"""The dataset report: counts by sex, age band, site, hair and (with --skin-tone) skin tone band, as text
+and as a PNG of bar charts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from orchestrator.vision.skin_tone import BAND_NAMES
 
 MISSING = "(missing)"
 
@@ -35,8 +38,17 @@ def _counts(values: Sequence) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def tone_counts(tones: Sequence[str | None]) -> dict[str, int]:
+    """Images per Chardon band, lightest first (the seed's point: darker bands are rare in ISIC), then
+    MISSING for images where no skin was found; every band is listed, so empty ones show."""
+    counts = {band: sum(t == band for t in tones) for band in BAND_NAMES}
+    missing = sum(t is None for t in tones)
+    return {**counts, MISSING: missing} if missing else counts
+
+
 def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skipped: int,
-              skip_reasons: Mapping[str, int] | None = None) -> DatasetReport:
+              skip_reasons: Mapping[str, int] | None = None,
+              skin_tones: Sequence[str | None] | None = None) -> DatasetReport:
     by_field = {
         "sex": _counts(table["sex"].tolist()),
         "age band": _counts([age_band(a) for a in table["age"].tolist()]),
@@ -44,6 +56,8 @@ def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skippe
     }
     if hair is not None:
         by_field["hair"] = _counts(["hairy" if h else ("not hairy" if h is not None else None) for h in hair])
+    if skin_tones is not None:
+        by_field["skin tone"] = tone_counts(skin_tones)
     return DatasetReport(images=len(table), skipped=skipped, by_field=by_field, skip_reasons=dict(skip_reasons or {}))
 
 

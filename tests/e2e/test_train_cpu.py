@@ -1,81 +1,16 @@
 """End to end on the CPU (`make e2e`; not in the default run): the real `medsynth train` path, with sd-scripts,
 on a randomly initialised SDXL of the real architecture and offline tokenizers, for 2 epochs at 256 px on two
-demo images. Needs ~22 GB of RAM and a few minutes on 2 cores. The checkpoint (6.9 GB, ~1.5 min, ~15 GB peak) and
-the tokenizers are built once into $MEDSYNTH_E2E_CACHE (default build/e2e/) and reused.
+demo images (fixtures in tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-from orchestrator.paths import DEMO_DIR, REPO_ROOT
+from e2e_support import ALPHA, DIM, EPOCHS, OUTPUT_NAME, RES
 
 pytestmark = pytest.mark.e2e
-
-CACHE = Path(os.environ.get("MEDSYNTH_E2E_CACHE", REPO_ROOT / "build" / "e2e"))
-DIM, ALPHA, EPOCHS, RES = 8, 4, 2, 256  # dim != alpha, both off the defaults: the files must say what was asked
-OUTPUT_NAME = "e2e_lora"
-
-
-def _run(argv: list[str], timeout: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv[:4])} ... exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def base_model(sd_scripts_dir) -> Path:
-    ckpt = CACHE / "sdxl_random.safetensors"
-    if not ckpt.is_file():  # its own process, so the ~15 GB it peaks at is returned before training starts
-        _run([sys.executable, str(REPO_ROOT / "tools" / "make_random_sdxl.py"), str(ckpt), "--dtype", "bf16",
-              "--sd-scripts", str(sd_scripts_dir), "--check"], timeout=1200)
-    return ckpt
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir() -> Path:
-    if importlib.util.find_spec("open_clip") is None:
-        pytest.skip("open_clip_torch not installed (it ships the CLIP BPE vocab): run 'make setup-kohya'")
-    _run([sys.executable, str(REPO_ROOT / "tools" / "build_tokenizers.py"), str(CACHE / "tokenizers")], timeout=120)
-    return CACHE / "tokenizers"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """Two demo melanoma images at 256 px, built by `medsynth dataset build`."""
-    work = tmp_path_factory.mktemp("e2e_data")
-    with open(DEMO_DIR / "metadata.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(work / "metadata.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([r for r in rows if r["diagnosis"] == "melanoma"][:2])
-    _run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(work / "metadata.csv"),
-          "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES), "--quiet"],
-         timeout=300)
-    return work / "ds"
-
-
-@pytest.fixture(scope="module")
-def run_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("e2e_runs")
-    settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
-                "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
-                "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2}
-    argv = [sys.executable, "-m", "orchestrator.cli", "train", "--preset", "default", "--run-name", "e2e",
-            "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
-    for key, value in settings.items():
-        argv += ["--set", f"{key}={value}"]
-    env = dict(os.environ, MEDSYNTH_PYTHON=sys.executable, COLUMNS="200")
-    _run(argv, timeout=3600, env=env)
-    return runs / "e2e"
 
 
 def _lora(path: Path) -> tuple[dict[str, str], dict[str, "object"]]:
