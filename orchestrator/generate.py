@@ -219,19 +219,14 @@ def summary(plan: GenerationPlan, fields: Sequence[str] = ("sex", "site", "age_b
 
 def dry_run_warnings(plan: GenerationPlan, *, sd_scripts: Path, offline: bool) -> list[str]:
     """The launch-time checks that need no GPU, reported instead of raised."""
-    from orchestrator.preflight import Preflight, check_model, check_sd_scripts, check_tokenizers
+    from orchestrator.preflight import (Preflight, check_model, check_sd_scripts, check_tokenizers,
+                                        failed_checks_as_warnings)
 
     checks = [lambda: check_sd_scripts(sd_scripts, Preflight()), lambda: _check_gen_script(sd_scripts),
               lambda: check_model(plan.settings.model, offline=offline)]
     if offline:
         checks.append(lambda: check_tokenizers(_tokenizers(plan)))
-    warnings = []
-    for check in checks:
-        try:
-            check()
-        except MedsynthError as exc:
-            warnings.append(f"warning (a launch would stop here): {exc}")
-    return warnings
+    return failed_checks_as_warnings(checks)
 
 
 def preflight(plan: GenerationPlan, *, sd_scripts: Path, python: str, env: Mapping[str, str], offline: bool,

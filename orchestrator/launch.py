@@ -31,7 +31,8 @@ from orchestrator.config import Settings, TrainConfig, choose_batch, resolve_bat
 from orchestrator.errors import MedsynthError
 from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
 from orchestrator.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_disk, check_gpus, check_model,
-                                    check_optimizer, check_sd_scripts, check_tokenizers, probe_python)
+                                    check_optimizer, check_sd_scripts, check_tokenizers, failed_checks_as_warnings,
+                                    probe_python)
 from orchestrator.rundir import (RENDERED, DatasetInfo, RunPlan, command_script, default_run_name, lora_files,
                                  newest_state, plan_run, read_dataset, run_record, update_run_json, validate_plan,
                                  write_run_dir)
@@ -221,17 +222,11 @@ def batch_warnings(plan: RunPlan, gpus: Sequence[Gpu] | None) -> list[str]:
 
 def dry_run_warnings(settings: Settings, *, sd_scripts: Path, offline: bool) -> list[str]:
     """The launch-time checks that need no GPU, reported instead of raised."""
-    warnings = []
     checks = [lambda: check_sd_scripts(sd_scripts, Preflight()),
               lambda: check_model(settings.config.pretrained_model_name_or_path, offline=offline)]
     if offline:
         checks.append(lambda: check_tokenizers(settings.config.tokenizer_cache_dir))
-    for check in checks:
-        try:
-            check()
-        except MedsynthError as exc:
-            warnings.append(f"warning (a launch would stop here): {exc}")
-    return warnings
+    return failed_checks_as_warnings(checks)
 
 
 def dry_run_text(plan: RunPlan, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,3 +244,14 @@ def check_optimizer(cfg: TrainConfig, probe: Probe) -> None:
                             f"import: pip install bitsandbytes, or --set optimizer_type=AdamW")
     if not probe.accelerate:
         raise MedsynthError(f"{probe.python} cannot import accelerate: run 'make setup-kohya'")
+
+
+def failed_checks_as_warnings(checks: Sequence[Callable[[], object]]) -> list[str]:
+    """Run launch-time checks for a dry run: each failure becomes a warning line instead of an error."""
+    warnings = []
+    for check in checks:
+        try:
+            check()
+        except MedsynthError as exc:
+            warnings.append(f"warning (a launch would stop here): {exc}")
+    return warnings
