@@ -168,8 +168,13 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     if trained_on and trained_on != digest:
         notes.append(f"warning: {manifest} changed since the run was trained (rebuilt dataset): prompts follow "
                      f"the current manifest")
-    captions = CaptionSettings(**({"template": caption_template} if caption_template else {}),
-                               trigger=str(meta.get("trigger", "me1anoma")))
+    # the dataset's own caption wording unless --caption-template overrides it (older builds recorded none)
+    template = caption_template or (Path(meta["caption_template"]) if meta.get("caption_template") else None)
+    if template is not None and not template.is_file():
+        raise MedsynthError(f"{template}: caption template not found (recorded in {dataset / 'dataset.json'}); "
+                            f"give --caption-template")
+    captions = CaptionSettings(**({"template": template} if template else {}),
+                               trigger=str(meta.get("trigger", "me1anoma")), site_map=dict(meta.get("site_map", {})))
     items = plan_items(manifest, count, seed=seed, balance=balance, settings=captions, keep_hair=keep_hair)
     # the band each image was drawn with, when the dataset was built with --skin-tone
     extra_fields = ("skin_tone",) if any(i.row.get("skin_tone") for i in items) else ()

@@ -250,6 +250,8 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
         "class_name": settings.class_name, "repeats": settings.repeats,
         "resolution": resolution, "image_dir": class_dir.as_posix(), "images": written,
         "skipped": len(rows) - written, "trigger": settings.trigger, "caption_extension": CAPTION_EXTENSION,
+        # how the captions were worded, so `medsynth generate` words its prompts the same way
+        "caption_template": str(settings.caption_template), "site_map": dict(settings.site_map),
         "manifest_sha256": hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
     }
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")

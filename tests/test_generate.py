@@ -328,3 +328,17 @@ def test_png_text_reads_what_pil_writes_as_sd_scripts_does(tmp_path):
     assert outputs.png_text(tmp_path / "im.png") == {"prompt": "photo of skin, me1anoma — ünïcode", "seed": "123"}
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert outputs.png_text(tmp_path / "bad.png") == {}
+
+
+def test_prompts_keep_the_site_wording_the_dataset_was_captioned_with(tmp_path):
+    from orchestrator.dataset_settings import DatasetSettings
+    from orchestrator.layout import build_dataset
+    from orchestrator.paths import DEMO_DIR
+
+    dataset = build_dataset(DatasetSettings(csv=(DEMO_DIR / "metadata.csv",), images=(DEMO_DIR / "images",),
+                                            out=tmp_path / "ds", resolution=256, workers=1,
+                                            site_map={"posterior torso": "back"}), progress=False).out
+    plan = gen.plan_generation(make_run(tmp_path, dataset), count=40, seed=3)
+    prompts = [item.prompt for item in plan.items]
+    assert any(" on back" in p for p in prompts)
+    assert not any("posterior torso" in p for p in prompts)
