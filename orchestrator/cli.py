@@ -43,15 +43,21 @@ def dataset() -> None:
               help="Metadata CSV (ISIC 2020, ISIC 2019 metadata or ground truth, HAM10000, ISIC Archive export). "
                    "Repeat for several; the same image id from two sources is kept once.")
 @click.option("--images", multiple=True, type=click.Path(path_type=Path),
-              help="Folder holding <image>.jpg files. Repeat for several; searched in order.")
+              help="Folder holding the <image>.jpg (.jpeg, .png) files, named as in the CSV. Repeat for several; "
+                   "searched in order.")
 @click.option("--duplicates", type=click.Path(path_type=Path),
               help="ISIC 2020 duplicates CSV (image_name_1,image_name_2): image_name_2 of each pair is dropped.")
-@click.option("--out", type=click.Path(path_type=Path), help="Dataset folder to (re)build.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Dataset folder to (re)build. It is replaced whole, so it must be new, empty or an earlier "
+                   "build, and must not hold the CSVs or images.")
 @click.option("--format", "fmt", type=click.Choice(["isic2020", "isic2019", "ham10000", "isic_archive"]),
               help="Force the metadata format instead of detecting it from each CSV's header.")
-@click.option("--class", "class_name", help="Class name of the kohya folder <repeats>_<class> (default melanoma).")
+@click.option("--class", "class_name",
+              help="Class name of the kohya folder <repeats>_<class> (default melanoma, also with --diagnosis "
+                   "or --benign: name the class you select).")
 @click.option("--diagnosis", "diagnoses", multiple=True,
-              help="Diagnosis to select (repeatable; default melanoma).")
+              help="Diagnosis to select, as the readers name it, e.g. nevus, 'basal cell carcinoma' (repeatable; "
+                   "case-insensitive; default melanoma).")
 @click.option("--benign", is_flag=True, default=None, help="Select benign lesions instead of diagnoses.")
 @click.option("--repeats", type=int, help="kohya num_repeats for the class folder (default 1).")
 @click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
@@ -99,7 +105,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
     elapsed = time.perf_counter() - started
     if result.dry_run:
         click.echo(f"dry run: {result.selected} rows selected, {result.skipped} images missing; "
-                   f"would write {settings.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+                   f"would write {result.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
     else:
         click.echo(f"wrote {result.written} images + captions to {result.out} "
                    f"({result.skipped} skipped, {result.reused} reused from the previous build) in {elapsed:.1f} s; "

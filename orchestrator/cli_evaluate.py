@@ -47,7 +47,10 @@ def evaluate(real: Path, synth: Path, run_dir: Path | None, out: Path | None, in
         click.echo(f"FID {result.fid['fid']:.3f}   KID {result.fid['kid']:.5f} ± {result.fid['kid_std']:.5f}")
     if result.points:
         click.echo(f"run samples: {', '.join(f'{c.label} ({len(r)})' for c, r in result.points)}")
-    missing = sum(not r.lesion_found for r in result.real_records + result.synth_records)
+    records = result.real_records + result.synth_records
+    unreadable = sum(r.error is not None for r in records)
+    missing = sum(r.error is None and not r.lesion_found for r in records)
     click.echo(f"measured {len(result.real_records)} real and {len(result.synth_records)} synthetic images "
-               f"({missing} without a lesion found) in {time.perf_counter() - started:.1f} s; "
+               f"({missing} without a lesion found, {unreadable} unreadable: see evaluation.json) in "
+               f"{time.perf_counter() - started:.1f} s; "
                f"wrote {written.html} and {written.json}")

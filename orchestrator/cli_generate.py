@@ -13,12 +13,14 @@ from orchestrator.generate_prompts import BALANCE_FIELDS
 from orchestrator.paths import SD_SCRIPTS_DIR
 
 
-def _gpus(num_processes: int, cpu: bool) -> list[int | None]:
-    """What CUDA_VISIBLE_DEVICES each process gets: one visible GPU each (None: leave it as it is)."""
+def _gpus(num_processes: int, cpu: bool) -> list[str | None]:
+    """What CUDA_VISIBLE_DEVICES each process gets: one visible GPU each (None: leave it as it is). Entries of
+    CUDA_VISIBLE_DEVICES are passed on as written: indices, or GPU-/MIG- UUIDs as some schedulers set them."""
     if num_processes == 1 or cpu:
         return [None] * num_processes
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [int(v) for v in visible.split(",") if v.strip().isdigit()] if visible else list(range(num_processes))
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
+        [str(i) for i in range(num_processes)]
     if len(ids) < num_processes:
         raise MedsynthError(f"--num-processes {num_processes} but CUDA_VISIBLE_DEVICES={visible} lists {len(ids)}")
     return list(ids[:num_processes])
@@ -107,6 +109,10 @@ def _generate(run_dir, count, epoch, balance, keep_hair, seed, out, caption_temp
                + (f" ({outcome.seconds / outcome.made:.1f} s per image)" if outcome.made else ""))
     click.echo("drawn vs training:\n" + gen.summary(plan), nl=False)
     click.echo(f"medsynth: metadata: {plan.synthetic / 'metadata.csv'}")
+    if outcome.unlisted:
+        click.echo(f"medsynth: warning: {len(outcome.unlisted)} images in {plan.synthetic / 'images'} are beyond "
+                   f"--count {count} (from an earlier, larger run; first: {outcome.unlisted[0]}) and not in "
+                   f"metadata.csv: move them away, or re-run with the larger --count to list them", err=True)
     if outcome.exit_code == 0 and outcome.missing:
         raise MedsynthError(f"sdxl_gen_img.py exited 0 but {len(outcome.missing)} images are missing (first: "
                             f"SYN_{outcome.missing[0]:07d}): see {plan.synthetic / 'generate.log'}")
@@ -129,8 +135,9 @@ def reader_study(real, synth, n, seed, out, size, quality) -> None:
     """Write one self-contained HTML page in which a reader marks a shuffled mix of REAL and SYNTH images as
     real or synthetic, then sees accuracy, sensitivity, specificity and a binomial test against guessing.
 
-    REAL and SYNTH: a dataset folder (its training images), a synthetic/ folder (its images/) or any folder
-    of .jpg/.png files. Answers stay in the reader's browser (localStorage) and download as CSV."""
+    REAL and SYNTH: a dataset folder (its training images), a synthetic/ folder (its images/), a folder
+    holding synthetic/ (e.g. RUN_DIR after 'medsynth generate') or any folder of .jpg/.png files.
+    Answers stay in the reader's browser (localStorage) and download as CSV."""
     from orchestrator.reader_study import REAL, build_study, write_study
 
     try:

@@ -64,6 +64,8 @@ def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_
         raise MedsynthError("--dry-run and --emit: choose one (--emit writes the run folders, --dry-run nothing)")
     if not emit and (time_limit or partition or account):
         raise MedsynthError("--time/--partition/--account are for --emit slurm")
+    if gpu_memory and not (dry_run or emit):
+        raise MedsynthError("--gpu-memory is for --dry-run and --emit (training here uses the GPUs it finds)")
     sweep_slurm.check_options(time=time_limit, partition=partition, account=account)
     spec = read_sweep(sweep_file)
     cwd = Path.cwd()
@@ -103,7 +105,6 @@ def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_
     record = sweep_run.run_sweep(sweep_dir, record, say=click.echo)
     click.echo(f"\nsweep {spec.name}: summary ({sweep_dir / sweep_run.RECORD})")
     click.echo(sweep_run.summary_table(sweep_dir, record))
-    statuses = [e["status"] for e in record["runs"]]
-    if "skipped" in statuses:
+    if any(e["exit_code"] == 130 for e in record["runs"]):  # Ctrl-C, also in the last run (nothing skipped)
         return 130
-    return 0 if all(s == "finished" for s in statuses) else 1
+    return 0 if all(e["status"] == "finished" for e in record["runs"]) else 1

@@ -326,6 +326,9 @@ def merge_layers(preset: Preset, layers: Sequence[Layer]) -> tuple[TrainConfig, 
         raise MedsynthError(f"'kohya.{overlap[0]}' is a medsynth setting: set '{overlap[0]}' instead")
     cfg = TrainConfig(**merged, kohya=kohya)
     _check(cfg)
+    if cfg.train_batch_size == AUTO and not preset.batch_tiers:
+        raise MedsynthError(f"train_batch_size = \"auto\": preset {preset.name} has no [[batch_tiers]] table to "
+                            f"choose from ({preset.path}): set a number, or use --preset default")
     return cfg, user_keys
 
 
@@ -359,6 +362,8 @@ def _check(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise MedsynthError(f"'{key}' must be >= 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.seed < 2**32:  # sd-scripts hands it to numpy.random.seed, which raises outside this range
+        raise MedsynthError(f"'seed' must be between 0 and {2**32 - 1}, got {cfg.seed}")
     if cfg.learning_rate <= 0:
         raise MedsynthError(f"'learning_rate' must be > 0, got {cfg.learning_rate}")
     if cfg.lr_warmup_images < 0 or (cfg.lr_warmup_steps is not None and cfg.lr_warmup_steps < 0):

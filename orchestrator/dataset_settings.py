@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import MedsynthError
+from orchestrator.ingest.detect import FORMATS
 from orchestrator.paths import TEMPLATES_DIR
 from orchestrator.suggest import did_you_mean
 
@@ -71,7 +72,8 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
         elif key == "site_map":
             if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
                 raise MedsynthError(f"{source}: 'site_map' must be a table of site = \"caption text\"")
-            out[key] = dict(value)
+            # the readers lower-case sites, so "Lower Extremity" = "leg" must still match "lower extremity"
+            out[key] = {str(site).strip().lower(): text for site, text in value.items()}
         else:
             expected = type(getattr(_DEFAULTS, key)) if key != "format" else str
             if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -80,6 +82,8 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
                 raise MedsynthError(f"{source}: '{key}' must be true or false, got {value!r}")
             if expected is str and not isinstance(value, str):
                 raise MedsynthError(f"{source}: '{key}' must be a string, got {value!r}")
+            if key == "format" and value not in FORMATS:
+                raise MedsynthError(f"{source}: 'format' must be one of {', '.join(FORMATS)}, got {value!r}")
             out[key] = value
     return out
 

@@ -99,7 +99,9 @@ def image_set(path: Path) -> ImageSet:
         kind, root = "synthetic", path / "synthetic" / "images"
         files = _images_in(root, recursive=False)
     elif (path / "images").is_dir() and (path / "metadata.csv").is_file():
-        kind, root, files = "synthetic", path / "images", _images_in(path / "images", recursive=False)
+        # a generate output has generation.json; an ISIC export (images/ + metadata.csv) is real images
+        kind = "synthetic" if (path / "generation.json").is_file() else "images"
+        root, files = path / "images", _images_in(path / "images", recursive=False)
     else:
         kind, root, files = "images", path, _images_in(path, recursive=False)
     if not files:
@@ -298,12 +300,14 @@ def epoch_trend(real: Sequence[ImageRecord], points: Sequence[tuple[Column, Sequ
 
 # ---- FID / KID ----
 
-def fid_kid(real: ImageSet, synth: ImageSet, weights: Path, *, progress: bool = True) -> dict[str, Any]:
-    """FID and KID (mean, std) between the two sets' Inception features; unreadable files are left out."""
+def fid_kid(real: ImageSet, synth: ImageSet, weights: Path, *, model: Any = None,
+            progress: bool = True) -> dict[str, Any]:
+    """FID and KID (mean, std) between the two sets' Inception features; unreadable files are left out.
+    `model`: the network already loaded from `weights` (else it is loaded here)."""
     from orchestrator.fid import (INPUT_SIZE, frechet_distance, inception_features, kernel_inception_distance,
                                   load_inception)
 
-    model = load_inception(weights)
+    model = model if model is not None else load_inception(weights)
     features = []
     for name, images in (("real", real), ("synthetic", synth)):
         decoded = (d[0] for d in (read_image(p, INPUT_SIZE) for p in images.files) if d is not None)
@@ -349,17 +353,17 @@ class Evaluation:
 def evaluate(real: Path, synth: Path, *, run_dir: Path | None = None, inception_weights: Path | None = None,
              workers: int = 1, progress: bool = True) -> Evaluation:
     """Measure both sets (and the run's samples per epoch), and FID/KID when weights are given."""
-    if inception_weights is not None:  # fail before the long part, not after it
-        if not inception_weights.is_file():
-            raise MedsynthError(f"{inception_weights}: Inception weights file not found (nothing is downloaded)")
-        from orchestrator.fid import require_torch
-
-        require_torch()
     real_set, synth_set = image_set(real), image_set(synth)
+    model = None
+    if inception_weights is not None:  # a missing or unusable file fails before the long part, not after it
+        from orchestrator.fid import load_inception
+
+        model = load_inception(inception_weights)
     groups = run_samples(run_dir) if run_dir is not None else []
     real_records = analyse(real_set.files, real_set.root, workers=workers, progress=progress, desc="real")
     synth_records = analyse(synth_set.files, synth_set.root, workers=workers, progress=progress, desc="synthetic")
     points = [(column, analyse(files, run_dir / "sample", workers=workers, progress=progress,  # type: ignore[operator]
                                desc=column.label)) for column, files in groups]
-    fid = fid_kid(real_set, synth_set, inception_weights, progress=progress) if inception_weights else None
+    fid = fid_kid(real_set, synth_set, inception_weights, model=model, progress=progress) \
+        if inception_weights else None
     return Evaluation(real_set, synth_set, real_records, synth_records, run_dir, points, fid)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,7 +201,7 @@ def describe(plan: GenerationPlan, argv: Sequence[str], *, shown: int = 5) -> st
              f"precision {s.precision}",
              f"images: {len(items)} ({mode}, seed {s.seed}); {have} already in {plan.synthetic / 'images'}, "
              f"{len(items) - have} to generate",
-             "", "command (first process):", " ".join(argv), "", f"first prompt lines of {len(items)}:"]
+             "", "command (first process):", shlex.join(map(str, argv)), "", f"first prompt lines of {len(items)}:"]
     lines += [f"  SYN_{i.number:07d}: {prompt_line(i, s)}" for i in items[:shown]]
     return "\n".join(lines) + "\n"
 

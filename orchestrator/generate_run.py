@@ -95,6 +95,7 @@ class Outcome:
     missing: list[int]
     exit_code: int
     seconds: float
+    unlisted: list[str]   # SYN_*.png in images/ outside this draw (e.g. of an earlier, larger --count)
 
 
 def collect(shard_dir: Path, shard: Sequence[Item], images: Path) -> list[int]:
@@ -115,7 +116,7 @@ def collect(shard_dir: Path, shard: Sequence[Item], images: Path) -> list[int]:
 
 
 def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Path, sd_scripts: Path,
-             python: str, env: Mapping[str, str], gpu_ids: Sequence[int | None], batch_size: int = 1,
+             python: str, env: Mapping[str, str], gpu_ids: Sequence[str | int | None], batch_size: int = 1,
              cpu: bool = False, extra_fields: Sequence[str] = (), out: IO[bytes] | None = None) -> Outcome:
     """Generate the items not yet in synthetic/images, one process per entry of gpu_ids (None: leave
     CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image."""
@@ -161,4 +162,6 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
     done = [i for i in items if i.number in have]
     write_metadata(synthetic / "metadata.csv", metadata_rows(done, s, extra_fields), extra_fields)
     missing = [i.number for i in items if i.number not in have]
-    return Outcome(len(made), len(kept), missing, code, time.perf_counter() - started)
+    planned = {image_name(i) for i in items}
+    unlisted = sorted(p.name for p in images.glob("SYN_*.png") if p.stem not in planned)
+    return Outcome(len(made), len(kept), missing, code, time.perf_counter() - started, unlisted)

@@ -1,11 +1,13 @@
 """The image stage: one worker per image reads it once and validates, hashes, scores hair and writes the
-training JPEG, from a single decode.
+training JPEG, from a single decode (two when the output is larger than the hair working size).
 
 Decoding is the cost at ISIC sizes (a 6000x4000 JPEG is 24 Mpx), so large JPEGs are decoded at 1/2, 1/4
 or 1/8 scale by libjpeg itself (cv2.IMREAD_REDUCED_COLOR_*): the largest reduction whose result is still
-at least as large as both the hair working size and the output resolution. EXIF orientation is ignored
-(IMREAD_IGNORE_ORIENTATION), so the stored width/height are the file's own and the output keeps the
-source's pixel orientation, like a --no-resize link would; dermoscopy has no "up".
+at least as large as both the hair working size and the output resolution. Hair (and ITA) are always
+measured on the reduction the working size alone gives, so the cached score does not depend on the
+resolution of the build that computed it; an output resolution above WORKING_SIZE costs a second decode.
+EXIF orientation is ignored (IMREAD_IGNORE_ORIENTATION), so the stored width/height are the file's own and
+the output keeps the source's pixel orientation, like a --no-resize link would; dermoscopy has no "up".
 
 Per-image problems never raise: they come back as ImageResult.error, a short reason the caller records:
 "missing", "not a plain file" (folder, FIFO, device), "empty file", "unreadable", "corrupt" (no decodable
@@ -46,7 +48,8 @@ from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, i
 from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita
 
 # bump when hair_score's method changes: cached scores of another version are ignored
-HAIR_ALGORITHM = f"seed-canny-contours/v1/work{WORKING_SIZE}/ref{REFERENCE_SIZE}"
+# (v2: always measured on the working-size decode; v1 used the output's, which depended on the resolution)
+HAIR_ALGORITHM = f"seed-canny-contours/v2/work{WORKING_SIZE}/ref{REFERENCE_SIZE}"
 JPEG_QUALITY = 95
 _JPEG_SOI = b"\xff\xd8"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -109,11 +112,12 @@ def process_images(jobs: Sequence[ImageJob], *, workers: int, cache_path: Path |
     finally:
         bar.close()
         _use_cache({})
-    # new images, and cached ones that gained an ITA
-    fresh = {r.sha256: entry for r, entry in outcomes
-             if entry is not None and len(entry) > len(cache.get(r.sha256, ()))}
-    if cache_path is not None and fresh:
-        _write_cache(cache_path, {**cache, **fresh})
+        # saved even when the run is cut short (Ctrl-C, a write error), so the re-run redoes none of this work;
+        # new images, and cached ones that gained an ITA
+        fresh = {r.sha256: entry for r, entry in outcomes
+                 if entry is not None and len(entry) > len(cache.get(r.sha256, ()))}
+        if cache_path is not None and fresh:
+            _write_cache(cache_path, {**cache, **fresh})
     return [r for r, _ in outcomes]
 
 
@@ -185,8 +189,12 @@ def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
     if problem:
         return failed(problem, sha)
     if cached is None:  # else score and ita came from the cache above
-        score = hair_score(image)
-        ita = skin_ita(image) if job.skin_tone else None
+        # analysed from the decode a WORKING_SIZE need gives (the one above unless the output is larger):
+        # libjpeg's reduced decodes differ from a resize, and the cache keys scores by content alone
+        analysed = (decode_reduced(data, WORKING_SIZE) if kind == "jpeg" and (job.resolution or 0) > WORKING_SIZE
+                    else image)
+        score = hair_score(analysed)
+        ita = skin_ita(analysed) if job.skin_tone else None
     out_w, out_h = output_size(width, height, job.resolution)
     if reuse is not None:
         _output(job.dst, link=reuse)

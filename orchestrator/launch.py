@@ -144,16 +144,10 @@ def run_streaming(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log
                 except OSError:  # a closed terminal or pipe must not orphan the training: keep logging
                     terminal = None
 
-        try:
-            child = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        except OSError as exc:
-            raise MedsynthError(f"cannot start {argv[0]}: {exc}") from exc
+        child: subprocess.Popen | None = None
 
-        def forward(signum: int, frame: Any) -> None:
-            nonlocal interrupts
-            interrupts += 1
-            sig = {1: signal.SIGINT, 2: signal.SIGTERM}.get(interrupts, signal.SIGKILL)
+        def send(count: int) -> None:
+            sig = {1: signal.SIGINT, 2: signal.SIGTERM}.get(count, signal.SIGKILL)
             tee(f"\nmedsynth: {signal.Signals(sig).name} sent to the training process group; waiting for it\n"
                 .encode())
             try:
@@ -161,14 +155,29 @@ def run_streaming(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log
             except ProcessLookupError:
                 pass
 
+        def forward(signum: int, frame: Any) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if child is not None:  # else it is sent as soon as the child exists
+                send(interrupts)
+
+        # installed before the child starts: a Ctrl-C in between must not escape and orphan it
         previous = _install(signal.SIGINT, forward)
         previous_term = _install(signal.SIGTERM, forward)
         try:
-            assert child.stdout is not None
-            fd = child.stdout.fileno()
+            try:
+                started = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                raise MedsynthError(f"cannot start {argv[0]}: {exc}") from exc
+            child = started
+            if interrupts:
+                send(interrupts)
+            assert started.stdout is not None
+            fd = started.stdout.fileno()
             while chunk := os.read(fd, 65536):
                 tee(chunk)
-            code = child.wait()
+            code = started.wait()
         finally:
             _install(signal.SIGINT, previous)
             _install(signal.SIGTERM, previous_term)
@@ -198,8 +207,9 @@ def prepare(settings: Settings, *, gpus: Sequence[Gpu] | None, run_name: str | N
         if cfg.dataset is None:
             raise MedsynthError("no dataset: give --dataset DIR, or set [dataset] out in medsynth.toml")
         dataset = read_dataset(cfg.dataset)
-    gib = min(g.total_gib for g in gpus) if gpus else None
-    desc = gpus[0].name if gpus else ""
+    smallest = min(gpus, key=lambda g: g.total_gib) if gpus else None  # it limits the batch
+    gib = smallest.total_gib if smallest else None
+    desc = smallest.name if smallest else ""
     cfg, batch = resolve_batch(cfg, settings.preset, set(settings.user_keys), gib, desc)
     name = (run_name or default_run_name(dataset, settings.preset.name)) + name_suffix
     plan = plan_run(cfg, preset=settings.preset, layers=settings.layers, batch=batch, dataset=dataset,
@@ -353,9 +363,11 @@ def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int,
     if not record_path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run (no run.json)")
     record = json.loads(record_path.read_text(encoding="utf-8"))
+    if record.get("status") == "finished":
+        raise MedsynthError(f"{run_dir}: already finished; only a run that has not started can be launched")
     if record.get("status") != "created":
         raise MedsynthError(f"{run_dir}: already {record.get('status')}; only a run that has not started can be "
-                            f"launched (continue it with 'medsynth train --resume --run-name {run_dir.name}')")
+                            f"launched (continue it with 'medsynth train --resume --run-dir {run_dir}')")
     how = record.get("launch", {})
     sd_scripts = Path(record["cwd"])
     check_sd_scripts(sd_scripts, Preflight())
@@ -375,33 +387,97 @@ def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int,
     return finish(run_dir, record["output_name"], code, main=int(how.get("machine_rank", 0)) == 0), run_dir
 
 
-def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool = False,
-           out: IO[bytes] | None = None) -> tuple[int, Path]:
-    """Continue a run from its newest *-state folder with the run's own files and command."""
+@dataclass(frozen=True)
+class Resumption:
+    """How a run continues: its record, the state folder, the command and the environment changes."""
+
+    record: dict[str, Any]
+    state: Path
+    argv: list[str]
+    env: dict[str, str]
+    changes: dict[str, str]
+    cpu: bool
+
+
+def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool = False) -> Resumption:
+    """The run's own command plus `--resume <newest state>`, and the run's own --cpu/--offline (nothing probed).
+
+    sd-scripts saves states on the rank-0 machine only, so a rank > 0 folder (<name>-node<R>) resumes from the
+    rank-0 folder's state: every machine must load the same one (a shared file system, or a copy of it)."""
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run (no run.json)")
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    state = newest_state(run_dir)
+    record = _read_record(record_path)
+    how = record.get("launch", {})
+    rank = int(how.get("machine_rank", 0))
+    state_dir = run_dir
+    suffix = f"-node{rank}"
+    if rank > 0 and run_dir.name.endswith(suffix):
+        state_dir = run_dir.with_name(run_dir.name[:-len(suffix)])
+    # the run that saved the states says whether training ended (a rank > 0 machine finishes without saving)
+    owner = _read_record(state_dir / "run.json") if (state_dir / "run.json").is_file() else record
+    if owner.get("status") == "finished":
+        raise MedsynthError(f"{state_dir}: finished: its newest state is the end of training and sd-scripts cannot "
+                            f"continue past it; start a new run (e.g. with more max_train_epochs)")
+    state = newest_state(state_dir) if state_dir.is_dir() else None
     if state is None:
-        raise MedsynthError(f"{run_dir}: no *-state folder to resume from (save_state was off, or no epoch "
+        where = f" (rank {rank} resumes from rank 0's folder {state_dir})" if state_dir != run_dir else ""
+        raise MedsynthError(f"{run_dir}: no *-state folder to resume from{where} (save_state was off, or no epoch "
                             f"finished yet)")
+    command = record.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command) \
+            or not isinstance(record.get("output_name"), str):
+        raise MedsynthError(f"{record_path}: no 'command' list or 'output_name': not a run medsynth wrote")
+    cpu = cpu or bool(record.get("gpu", {}).get("cpu"))
+    env, changes = child_env(sd_scripts, offline=offline or bool(how.get("offline")), cpu=cpu)
+    argv = _without_resume(list(command))
+    argv[0] = python_executable()
+    return Resumption(record, state, argv + ["--resume", str(state)], env, changes, cpu)
+
+
+def machines_of(run_dir: Path) -> Machines:
+    """The machine settings a run was started with (single-node for a folder without a readable record)."""
+    path = run_dir / "run.json"
+    how = _read_record(path).get("launch", {}) if path.is_file() else {}
+    try:
+        return Machines(int(how.get("num_machines", 1)), int(how.get("machine_rank", 0)),
+                        how.get("main_process_ip"), how.get("main_process_port"))
+    except (ValueError, TypeError) as exc:
+        raise MedsynthError(f"{path}: bad 'launch' machine settings ({exc})") from exc
+
+
+def resume_dry_run_text(run_dir: Path, plan: Resumption, cwd: Path, warnings: Sequence[str] = ()) -> str:
+    return "\n".join([f"resume: {run_dir} from {plan.state} (nothing run or written: dry run)", *warnings,
+                      "", "command:", command_script(plan.argv, cwd, plan.changes).rstrip()]) + "\n"
+
+
+def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool = False,
+           out: IO[bytes] | None = None) -> tuple[int, Path]:
+    """Continue a run from its newest *-state folder with the run's own files and command."""
+    plan = resumption(run_dir, sd_scripts=sd_scripts, offline=offline, cpu=cpu)
+    how = plan.record.get("launch", {})
     check_sd_scripts(sd_scripts, Preflight())
-    python = python_executable()
-    env, changes = child_env(sd_scripts, offline=offline, cpu=cpu)
-    probe = probe_python(python, env)
-    if not cpu:
-        check_gpus(probe, min_gpu_gib=0, num_processes=1, gpu_ids=())
+    probe = probe_python(plan.argv[0], plan.env)
+    if not plan.cpu:
+        check_gpus(probe, min_gpu_gib=0, num_processes=int(how.get("num_processes", 1)),
+                   gpu_ids=tuple(how.get("gpu_ids", ())))
     _validate_files(run_dir)
-    argv = _without_resume(list(record["command"]))
-    argv[0] = python
-    argv += ["--resume", str(state)]
-    resumes = record.get("resumes", []) + [{"state": str(state), "command": argv, "env": changes}]
+    resumes = plan.record.get("resumes", []) + [{"state": str(plan.state), "command": plan.argv, "env": plan.changes}]
     update_run_json(run_dir, status="running", resumes=resumes)
-    _say(out, f"medsynth: resuming {run_dir} from {state.name}\n")
-    code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=run_dir / "train.log", out=out)
-    main = int(record.get("launch", {}).get("machine_rank", 0)) == 0
-    return finish(run_dir, record["output_name"], code, main=main), run_dir
+    _say(out, f"medsynth: resuming {run_dir} from {plan.state}\n")
+    code = run_streaming(plan.argv, cwd=sd_scripts, env=plan.env, log_path=run_dir / "train.log", out=out)
+    main = int(how.get("machine_rank", 0)) == 0
+    return finish(run_dir, plan.record["output_name"], code, main=main), run_dir
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MedsynthError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("launch", {}), dict):
+        raise MedsynthError(f"{path}: not a run record medsynth wrote")
+    return record
 
 
 def _without_resume(argv: list[str]) -> list[str]:

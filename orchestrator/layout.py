@@ -7,7 +7,8 @@
   report.txt, report.png
 The folder is built in a temporary sibling and renamed into place, so an interrupted build leaves the
 previous dataset intact; a re-run reuses the earlier build's images (same content hash and size) and the
-hair cache, so it does no image work.
+hair cache, so it does no image work. Because the swap replaces <out> whole, <out> must be new, empty or an
+earlier build (it has dataset.json) and must not hold the sources (checked_out).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from orchestrator.images import ImageJob, ImageResult, process_images
 from orchestrator.ingest import read_metadata
 from orchestrator.report import DatasetReport, summarise, write_report
 from orchestrator.select import read_duplicates, select_lesions
-from orchestrator.vision.skin_tone import tone_band
+from orchestrator.vision.skin_tone import BAND_NAMES, tone_band
 
 MANIFEST_COLUMNS = (
     "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "output_path", "sha256",
@@ -130,12 +131,6 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
     return rows
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def _manifest_text(rows: list[dict[str, str]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
@@ -165,15 +160,47 @@ def recover_interrupted(out: Path) -> None:
         os.rename(old, out)
 
 
+def _sources(settings: DatasetSettings) -> list[Path]:
+    optional = (settings.duplicates, settings.caption_template)
+    return [*settings.csv, *settings.images, *(p for p in optional if p is not None)]
+
+
+def checked_out(settings: DatasetSettings) -> Path:
+    """The dataset folder as an absolute path, refused where the swap would destroy what is not an earlier
+    build: the whole folder is replaced, so `--out .` or `--out ~/Documents` must not be taken literally."""
+    out = Path(os.path.abspath(settings.out))
+    if out.parent == out:
+        raise MedsynthError(f"out {settings.out}: a file system root cannot be replaced by a dataset")
+    target = Path(os.path.realpath(out))
+    for source in _sources(settings):
+        real = Path(os.path.realpath(source))
+        if real == target or target in real.parents:
+            raise MedsynthError(f"out {out} holds the source {source}: the build replaces the whole folder; "
+                                f"choose another out folder")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise MedsynthError(f"out {out} exists and is not a plain folder (a file or a link): "
+                            f"choose another out folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").is_file():
+        raise MedsynthError(f"out {out} is a non-empty folder without dataset.json (not an earlier dataset "
+                            f"build): the build replaces the whole folder, so choose another out folder or empty it")
+    return out
+
+
 def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress: bool = True) -> BuildResult:
-    out = settings.out
+    out = checked_out(settings)
     for folder in settings.images:
         if not folder.is_dir():
-            raise MedsynthError(f"{folder}: image folder not found")
+            what = "is not a folder" if folder.exists() else "image folder not found"
+            raise MedsynthError(f"{folder}: {what}")
     table = read_metadata(list(settings.csv), settings.format)
     drop = read_duplicates(settings.duplicates) if settings.duplicates else set()
     selected = select_lesions(table, diagnoses=None if settings.benign else settings.diagnoses,
                               benign=settings.benign, drop_ids=drop).sort_values("image_id").reset_index(drop=True)
+    caption_settings = CaptionSettings(template=settings.caption_template, trigger=settings.trigger,
+                                       site_map=dict(settings.site_map))
+    # a missing template or a template error shows now (dry run too), not after the image stage
+    render_captions(selected.head(1), [False], caption_settings,
+                    skin_tones=[BAND_NAMES[0]] if settings.skin_tone else None)
 
     class_dir = Path("train") / class_dir_name(settings)
     sources: dict[str, Path] = {}
@@ -228,9 +255,8 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
     ok_rows = selected[ok_mask].reset_index(drop=True)
     hairy = [r.hairy for r in results if r is not None and r.error is None]
     tones = [tone_band(r.ita) if r.ita is not None else None for r in results if r is not None and r.error is None]
-    captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, CaptionSettings(
-        template=settings.caption_template, trigger=settings.trigger, site_map=dict(settings.site_map)),
-        skin_tones=tones if settings.skin_tone else None)))
+    captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, caption_settings,
+                                                             skin_tones=tones if settings.skin_tone else None)))
     write_captions(tmp / class_dir, captions.items(), CAPTION_EXTENSION)
 
     rows = _manifest_rows(selected, results, captions, output_paths, missing)

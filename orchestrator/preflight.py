@@ -239,7 +239,9 @@ def check_disk(run_parent: Path, cfg: TrainConfig) -> None:
 
 
 def check_optimizer(cfg: TrainConfig, probe: Probe) -> None:
-    if "8bit" in cfg.optimizer_type.lower() and not probe.bitsandbytes:
+    # sd-scripts imports bitsandbytes for every *8bit optimizer and for PagedAdamW / PagedAdamW32bit
+    name = cfg.optimizer_type.lower()
+    if ("8bit" in name or name.startswith("paged")) and not probe.bitsandbytes:
         raise MedsynthError(f"optimizer_type {cfg.optimizer_type} needs bitsandbytes, which {probe.python} cannot "
                             f"import: pip install bitsandbytes, or --set optimizer_type=AdamW")
     if not probe.accelerate:

@@ -43,7 +43,8 @@ class StudyItem:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The images of a dataset folder (its kohya image folder), a synthetic/ folder (its images/), or a folder."""
+    """The images of a dataset folder (its kohya image folder), a synthetic/ folder (its images/), a folder
+    holding synthetic/ (a run folder after `medsynth generate`, as `evaluate` takes it), or a folder."""
     if not folder.is_dir():
         raise MedsynthError(f"{folder}: not a folder")
     meta = folder / "dataset.json"
@@ -54,6 +55,8 @@ def image_files(folder: Path) -> list[Path]:
             raise MedsynthError(f"{meta}: unreadable ({exc!r})") from exc
     elif (folder / "images").is_dir():
         folder = folder / "images"
+    elif (folder / "synthetic" / "images").is_dir():  # not the run folder's own PNGs (contact sheet, ...)
+        folder = folder / "synthetic" / "images"
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise MedsynthError(f"{folder}: no .jpg/.jpeg/.png images")
@@ -64,6 +67,10 @@ def pick(real: Sequence[Path], synthetic: Sequence[Path], n: int, seed: int) -> 
     """n // 2 real and n - n // 2 synthetic images, drawn without replacement and shuffled, from one seed."""
     if n < 2:
         raise MedsynthError(f"--n {n}: a study needs at least 2 images (one of each kind)")
+    shared = sorted({p.resolve() for p in real} & {p.resolve() for p in synthetic})
+    if shared:  # the same picture would be both answers
+        raise MedsynthError(f"{shared[0]}: in both the real and the synthetic images ({len(shared)} files are): "
+                            f"give two different folders")
     want = {REAL: n // 2, SYNTHETIC: n - n // 2}
     pools = {REAL: list(real), SYNTHETIC: list(synthetic)}
     for kind, name in ((REAL, "real"), (SYNTHETIC, "synthetic")):

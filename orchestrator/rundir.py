@@ -221,16 +221,26 @@ def write_run_dir(plan: RunPlan, *, command_sh: str, record: Mapping[str, Any]) 
     plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{plan.name}.", dir=plan.run_dir.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); a run folder gets the usual mode
         for name in RENDERED:
             (tmp / name).write_text(plan.files[name], encoding="utf-8")
         (tmp / "command.sh").write_text(command_sh, encoding="utf-8")
         (tmp / "command.sh").chmod(0o755)
         (tmp / "run.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.rename(tmp, plan.run_dir)
+        try:
+            os.rename(tmp, plan.run_dir)
+        except OSError as exc:  # another process created it since the check above
+            raise MedsynthError(f"{plan.run_dir} already exists: choose another --run-name ({exc.strerror})") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return plan.run_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -270,6 +280,18 @@ def newest_state(run_dir: Path) -> Path | None:
     return max(states, key=lambda p: (_state_step(p), p.stat().st_mtime_ns, p.name))
 
 
+def _status(record_path: Path) -> str | None:
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("status") if isinstance(record, dict) else None
+
+
 def newest_resumable_run(runs_dir: Path) -> Path | None:
-    runs = [p for p in runs_dir.glob("*/run.json") if newest_state(p.parent) is not None] if runs_dir.is_dir() else []
+    """The most recently updated run with a state folder that has not finished (a finished run cannot go on)."""
+    if not runs_dir.is_dir():
+        return None
+    runs = [p for p in runs_dir.glob("*/run.json")
+            if newest_state(p.parent) is not None and _status(p) != "finished"]
     return max(runs, key=lambda p: p.stat().st_mtime_ns).parent if runs else None

@@ -14,6 +14,8 @@ from orchestrator.ingest.normalise import DOWNSAMPLED
 
 def read_duplicates(path: Path) -> set[str]:
     """The second image of each pair in an ISIC 2020 duplicates file (image_name_1,image_name_2): those to drop."""
+    if not Path(path).exists():
+        raise MedsynthError(f"{path}: duplicates file not found")
     raw = read_csv_file(Path(path))
     lacking = [c for c in ("image_name_1", "image_name_2") if c not in raw.cells]
     if lacking:

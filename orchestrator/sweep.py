@@ -84,7 +84,8 @@ def read_sweep(path: Path) -> Sweep:
                                 f"(training settings go in [fixed], [grid] or [[runs]])")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise MedsynthError(f"{path}: 'name' {name!r} becomes a folder: use letters, digits, '.', '_' or '-'")
+        given = "" if "name" in data else " (from the file name: set name = \"...\" in the file)"
+        raise MedsynthError(f"{path}: 'name' {name!r}{given} becomes a folder: use letters, digits, '.', '_' or '-'")
     preset = data.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise MedsynthError(f"{path}: 'preset' must be a preset name, got {preset!r}")
@@ -93,7 +94,7 @@ def read_sweep(path: Path) -> Sweep:
                               source=f"{path}")
     fixed = layer_from_mapping(_table(data.get("fixed", {}), path, "[fixed]"), base=base_dir, source=f"{path} [fixed]")
     for where in ("fixed", "grid"):
-        if "preset" in data.get(where, {}):
+        if isinstance(data.get(where), Mapping) and "preset" in data[where]:
             raise MedsynthError(f"{path}: set 'preset' at the top of the file, not in [{where}]")
     if ("grid" in data) == ("runs" in data):
         raise MedsynthError(f"{path}: give either a [grid] table or a list of [[runs]] (exactly one of them)")

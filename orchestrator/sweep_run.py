@@ -59,6 +59,11 @@ class PlannedRun:
 def plan_sweep(sweep: Sweep, base: Settings, *, gpus: Sequence[Gpu] | None, total_processes: int = 1,
                extra: Sequence[Layer] = ()) -> tuple[Path, list[PlannedRun]]:
     """Render and validate every run (nothing is written). One bad run -> an error naming it; none is planned."""
+    for layer in extra:  # over a varying key it would make every run the same under different names
+        clash = [k for k in layer.values if k in sweep.varying]
+        if clash:
+            raise MedsynthError(f"{layer.source} {clash[0]}: {sweep.path} varies it across its runs; drop it from "
+                                f"{layer.source} or from the sweep file")
     planned: list[PlannedRun] = []
     errors: list[str] = []
     datasets: dict[Path, DatasetInfo] = {}

@@ -89,3 +89,25 @@ def test_every_option_is_explained_in_help():
     for option in ("--csv", "--images", "--duplicates", "--out", "--class", "--repeats", "--resolution",
                    "--workers", "--strict", "--dry-run", "--no-resize", "--format", "--config"):
         assert option in result.output
+
+
+def test_site_map_keys_match_sites_whatever_their_case(tmp_path):
+    cfg = _project(tmp_path, "site_map = { 'Lower Extremity' = 'leg' }\n")
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    captions = (tmp_path / "built" / "manifest.csv").read_text(encoding="utf-8")
+    assert "me1anoma on leg" in captions and "on lower extremity" not in captions
+
+
+def test_every_option_has_help_text():
+    from orchestrator.cli import dataset_build
+
+    for param in dataset_build.params:
+        assert getattr(param, "help", None), f"{param.name} has no --help text"
+
+
+def test_unknown_format_in_the_project_file_names_the_file_and_key(tmp_path):
+    cfg = _project(tmp_path, "format = 'isic2021'\n")
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--dry-run"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert f"{cfg} [dataset]: 'format' must be one of isic2020" in result.output

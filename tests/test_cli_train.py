@@ -123,11 +123,11 @@ def test_training_failure_exit_code_is_the_commands(tmp_path, env):
 
 def test_resume_of_the_newest_run(tmp_path, env):
     args = train_args(tmp_path)
-    assert invoke(tmp_path, fake_env(tmp_path, env), *args).exit_code == 0
+    assert invoke(tmp_path, fake_env(tmp_path, env, "stop1"), *args).exit_code == 130  # interrupted after epoch 1
     result = invoke(tmp_path, fake_env(tmp_path, env), "--resume", "--sd-scripts", args[args.index("--sd-scripts") + 1],
                     "--config", str(_project_with_runs(tmp_path)))
     assert result.exit_code == 0, result.output
-    assert "resuming" in result.output and "melanoma_lora-state" in result.output
+    assert "resuming" in result.output and "melanoma_lora-000001-state" in result.output
 
 
 def _project_with_runs(tmp_path):
@@ -145,3 +145,64 @@ def test_dry_run_reports_launch_problems_as_warnings(tmp_path, env):
     assert any("sdxl_train_network.py not found" in w for w in warnings)
     assert any("missing.safetensors" in w for w in warnings)
     assert any("tokenizer_cache_dir" in w for w in warnings)
+
+
+def test_resume_dry_run_prints_the_command_and_trains_nothing(tmp_path, env):
+    args = train_args(tmp_path)
+    assert invoke(tmp_path, fake_env(tmp_path, env, "stop1"), *args).exit_code == 130
+    run_json = tmp_path / "runs" / "cli" / "run.json"
+    before = run_json.read_text()
+    result = invoke(tmp_path, fake_env(tmp_path, env), "--resume", "--dry-run", "--run-name", "cli",
+                    "--sd-scripts", args[args.index("--sd-scripts") + 1], "--config", str(_project_with_runs(tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "fake: argv" not in result.output  # nothing was launched
+    state = tmp_path / "runs" / "cli" / "melanoma_lora-000001-state"
+    command = next(line for line in result.output.splitlines() if "accelerate.commands.launch" in line)
+    assert command.endswith(f"--resume {state}")
+    assert run_json.read_text() == before and not (tmp_path / "runs" / "cli" / "melanoma_lora.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", [["--num-processes", "2"], ["--gpu-ids", "0,1"]])
+def test_resume_refuses_process_options(tmp_path, env, option):
+    result = invoke(tmp_path, env, "--resume", *option)
+    assert result.exit_code == 1 and "--resume reruns the run's own command" in result.output
+    assert option[0] in result.output
+
+
+def test_resume_without_run_name_refuses_a_multi_node_run(tmp_path, env):
+    args = train_args(tmp_path)
+    multi = ["--num-machines", "2", "--main-process-ip", "10.0.0.1"]
+    assert invoke(tmp_path, fake_env(tmp_path, env, "stop1"), *args, *multi).exit_code == 130
+    result = invoke(tmp_path, fake_env(tmp_path, env), "--resume", "--sd-scripts", args[args.index("--sd-scripts") + 1],
+                    "--config", str(_project_with_runs(tmp_path)))
+    assert result.exit_code == 1 and "--run-name" in result.output and "multi-node" in result.output
+    assert "resumes" not in json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())
+
+
+def test_dry_run_sizes_the_batch_for_the_gpus_it_would_use(tmp_path, env):
+    # GPU 0 is small, GPU 1 large: --gpu-ids 1 trains on the large one only, so its tier applies
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA L4, 23034'\necho 'NVIDIA H200, 143771'\n")
+    smi.chmod(0o755)
+    ds = make_dataset(tmp_path / "ds")
+    result = invoke(tmp_path, env, "--dry-run", "--dataset", str(ds), "--gpu-ids", "1",
+                    "--set", f"runs_dir={json.dumps(str(tmp_path / 'runs'))}")
+    assert result.exit_code == 0, result.output
+    tiers = load_preset("default").batch_tiers
+    h200 = next(t for t in sorted(tiers, key=lambda t: -t.min_gpu_gib) if 143771 / 1024 >= t.min_gpu_gib)
+    assert f"batch size: auto: {h200.train_batch_size} for 140 GiB NVIDIA H200" in result.output
+
+
+def test_resume_run_dir_continues_a_run_that_run_name_cannot_name(tmp_path, env):
+    args = train_args(tmp_path)
+    args[args.index(f"runs_dir={json.dumps(str(tmp_path / 'runs'))}")] = \
+        f"runs_dir={json.dumps(str(tmp_path / 'runs' / 'sweep'))}"  # a sweep's run: runs/<sweep>/<run>
+    assert invoke(tmp_path, fake_env(tmp_path, env, "stop1"), *args).exit_code == 130
+    run_dir = tmp_path / "runs" / "sweep" / "cli"
+    started = invoke(tmp_path, fake_env(tmp_path, env), "--run-dir", str(run_dir))
+    assert started.exit_code == 1 and f"--resume --run-dir {run_dir}" in started.output
+    result = invoke(tmp_path, fake_env(tmp_path, env), "--run-dir", str(run_dir), "--resume",
+                    "--sd-scripts", args[args.index("--sd-scripts") + 1])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    assert (run_dir / "melanoma_lora.safetensors").is_file()

@@ -97,6 +97,13 @@ def test_set_wrong_types_are_refused(item, message):
         parse_set([item], base=Path("/"))
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_outside_numpys_range_is_refused(tmp_path, seed):
+    # sd-scripts passes it to accelerate's set_seed -> numpy.random.seed, which raises outside 0 .. 2**32 - 1
+    with pytest.raises(MedsynthError, match="'seed' must be between 0 and"):
+        settings(tmp_path, f"seed={seed}")
+
+
 def test_unknown_key_suggests_the_closest(tmp_path):
     with pytest.raises(MedsynthError, match="unknown train setting 'network_dimm'; did you mean 'network_dim'"):
         settings(tmp_path, "network_dimm=64")
@@ -162,6 +169,16 @@ def test_auto_batch_without_gpu_says_so(tmp_path):
     cfg, choice = resolve_batch(s.config, s.preset, set(s.user_keys), None)
     assert choice.how == "no-gpu" and "no GPU visible: would use" in choice.explanation
     assert isinstance(cfg.train_batch_size, int)
+
+
+@pytest.mark.parametrize("where", ["set", "project"])
+def test_auto_batch_with_a_preset_without_tiers_is_a_clear_error(tmp_path, where):
+    # seed-blog has no [[batch_tiers]]: "auto" has nothing to choose from
+    with pytest.raises(MedsynthError, match="seed-blog.*batch_tiers"):
+        if where == "set":
+            settings(tmp_path, "train_batch_size=auto", preset="seed-blog")
+        else:
+            settings(tmp_path, preset="seed-blog", train={"train_batch_size": "auto"})
 
 
 def test_set_batch_size_overrides_auto(tmp_path):

@@ -150,8 +150,14 @@ def test_a_generate_output_means_its_synthetic_images(tmp_path):
     synthetic = tmp_path / "gen" / "synthetic"
     linked(synthetic / "images", demo_ids("nevus")[:2])
     (synthetic / "metadata.csv").write_text("image_name\n")
+    (synthetic / "generation.json").write_text("{}")
     assert image_set(tmp_path / "gen").files == image_set(synthetic).files
     assert image_set(synthetic).kind == "synthetic" and len(image_set(synthetic).files) == 2
+
+
+def test_an_isic_export_folder_means_its_images_and_is_not_called_synthetic():
+    found = image_set(DEMO_IMAGES.parent)
+    assert found.kind == "images" and found.root == DEMO_IMAGES and len(found.files) == 40
 
 
 def test_a_folder_without_images_is_a_one_line_error(tmp_path):
@@ -175,6 +181,31 @@ def test_missing_inception_weights_fail_in_one_line_before_any_work(demo_sets, t
     assert "Inception weights file not found" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_unusable_inception_weights_fail_before_any_image_is_measured(demo_sets, tmp_path, monkeypatch):
+    pytest.importorskip("torch", reason="torch not installed (FID/KID are optional)")
+    pytest.importorskip("torchvision", reason="torchvision not installed (FID/KID are optional)")
+    import orchestrator.evaluate as evaluate_module
+
+    measured = []
+    monkeypatch.setattr(evaluate_module, "analyse", lambda files, *a, **k: measured.append(files) or [])
+    melanoma, nevus = demo_sets
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["evaluate", str(melanoma), str(nevus), "--out", str(tmp_path / "o"),
+                                       "--inception-weights", str(weights), "--quiet"])
+    assert result.exit_code == 1 and "not a loadable torch state_dict" in result.output
+    assert measured == [] and not (tmp_path / "o").exists()
+
+
+def test_the_summary_counts_unreadable_images_apart_from_lesions_not_found(tmp_path):
+    folder = linked(tmp_path / "set", demo_ids("nevus")[:1])
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8not really a jpeg")
+    result = CliRunner().invoke(main, ["evaluate", str(folder), str(folder), "--out", str(tmp_path / "o"),
+                                       "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "(0 without a lesion found, 2 unreadable" in result.output
 
 
 # ---- the KS statistic ----

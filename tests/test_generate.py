@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,23 @@ def test_a_rerun_generates_only_the_missing_images(fake):
     assert [r["image_name"] for r in _metadata(plan)] == [f"SYN_{n:07d}" for n in range(1, 7)]
 
 
+def test_a_smaller_count_after_a_larger_one_reports_the_images_not_listed(fake):
+    plan, first, _ = _generate(fake, count=5)
+    assert first.unlisted == []
+    _, outcome, _ = _generate(fake, count=3)
+    assert (outcome.made, outcome.kept) == (0, 3)
+    assert [r["image_name"] for r in _metadata(plan)] == [f"SYN_{n:07d}" for n in range(1, 4)]
+    assert outcome.unlisted == ["SYN_0000004.png", "SYN_0000005.png"]
+
+
+def test_cli_warns_about_images_beyond_the_count(fake):
+    args = ["--sd-scripts", str(fake["sd"])]
+    assert CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "3", *args]).exit_code == 0
+    result = CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "2", *args])
+    assert result.exit_code == 0, result.output
+    assert "1 images in" in result.output and "beyond --count 2" in result.output and "SYN_0000003.png" in result.output
+
+
 def test_an_image_whose_png_says_another_seed_is_regenerated(fake):
     plan, _, _ = _generate(fake, count=2)
     (plan.synthetic / "images" / "SYN_0000002.png").write_bytes(png_with_text(8, 8, {"prompt": "x", "seed": "1"}))
@@ -241,6 +259,15 @@ def test_dry_run_prints_the_command_and_first_prompts_and_writes_nothing(fake, t
     assert gen_cmd.prompt_line(plan.items[0], plan.settings) in result.output
     assert "7 to generate" in result.output and "warning (a launch would stop here)" in result.output
     assert not (fake["run"] / "synthetic").exists()
+
+
+def test_dry_run_command_is_shell_quoted_for_paths_with_spaces(fake, tmp_path):
+    sd = tmp_path / "sd scripts"
+    result = CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "2", "--dry-run",
+                                                   "--sd-scripts", str(sd)])
+    assert result.exit_code == 0, result.output
+    line = result.output.split("command (first process):\n", 1)[1].splitlines()[0]
+    assert str(sd / "sdxl_gen_img.py") in shlex.split(line)
 
 
 def test_cli_generates_and_prints_a_summary(fake, tmp_path):
@@ -308,9 +335,11 @@ def test_each_process_sees_one_of_the_visible_gpus(monkeypatch):
     from orchestrator.cli_generate import _gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert _gpus(2, cpu=False) == [2, 3]
+    assert _gpus(2, cpu=False) == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8a1b,GPU-77c2")  # UUIDs, as some schedulers set them
+    assert _gpus(2, cpu=False) == ["GPU-8a1b", "GPU-77c2"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert _gpus(3, cpu=False) == [0, 1, 2]
+    assert _gpus(3, cpu=False) == ["0", "1", "2"]
     assert _gpus(1, cpu=False) == [None] and _gpus(2, cpu=True) == [None, None]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
     with pytest.raises(MedsynthError, match="lists 1"):

@@ -247,3 +247,23 @@ def test_pool_gives_in_process_results_in_job_order(tmp_path):
     assert pooled == alone
     for p in sources:
         assert (tmp_path / "a" / p.name).read_bytes() == (tmp_path / "b" / p.name).read_bytes()
+
+
+def test_run_cut_short_keeps_the_analysed_images_in_the_cache(tmp_path):
+    cache = tmp_path / "hair-cache.json"
+    done = job(WIDE, tmp_path / "out")
+    unwritable = ImageJob("ISIC_0000043", HAIRY, tmp_path / "gone" / "ISIC_0000043.jpg", 512)  # no such folder
+    with pytest.raises(MedsynthError, match="cannot write"):
+        run([done, unwritable], cache)
+    sha = hashlib.sha256(WIDE.read_bytes()).hexdigest()
+    assert json.loads(cache.read_text())["images"][sha][:2] == [1504, 1129]
+
+
+@pytest.mark.parametrize("name", ["ISIC_0000070.jpg", "ISIC_0000043.jpg"])
+def test_hair_score_does_not_depend_on_the_output_resolution(tmp_path, name):
+    # the score is cached per image content, so it must not depend on which resolution analysed it first
+    big = cv2.resize(cv2.imread(str(DEMO / name)), (6000, 4500), interpolation=cv2.INTER_CUBIC)
+    src = jpeg(tmp_path / name, big)
+    scores = {resolution: run([job(src, tmp_path / f"out{resolution}", resolution=resolution)])[0].hair_score
+              for resolution in (1024, 2048, None)}
+    assert scores[2048] == scores[1024] == scores[None], scores

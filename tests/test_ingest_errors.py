@@ -47,7 +47,7 @@ def test_missing_file_is_an_error_naming_it(tmp_path: Path):
 def test_non_utf8_file_is_an_error_naming_it(tmp_path: Path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(f"{HEADER_2020}\nISIC_0000001,IP_1,m\xe4le,45,torso,,benign,0\n".encode("latin-1"))
-    fails([path], r"latin1\.csv: not UTF-8")
+    fails([path], r"latin1\.csv, line 2: not UTF-8")
 
 
 def test_unrecognised_header_lists_formats_tried_and_closest_missing_columns(tmp_path: Path):
@@ -155,3 +155,12 @@ def test_blank_line_between_rows_keeps_later_line_numbers(tmp_path: Path):
 def test_no_paths_is_an_error():
     with pytest.raises(MedsynthError, match="no metadata CSV given"):
         read_metadata([])
+
+
+def test_non_utf8_byte_deep_in_a_large_file_names_its_line(tmp_path: Path):
+    rows = [f"ISIC_{i:07d},IP_1,male,45,torso,,benign,0" for i in range(20000)]
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("\n".join([HEADER_2020, *rows]).encode() + "\nISIC_9999999,IP_1,m\xe4le,45,torso,,benign,0\n"
+                     .encode("latin-1"))
+    offset = path.read_bytes().index(b"\xe4")
+    fails([path], rf"latin1\.csv, line 20002: not UTF-8 text \(byte 0xe4 at offset {offset}\)$")

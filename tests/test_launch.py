@@ -131,6 +131,7 @@ def test_resume_continues_from_the_newest_state(fake):
     (run_dir / "melanoma_lora.safetensors").unlink()
     (run_dir / "melanoma_lora-state").rename(run_dir / "old-state")
     (run_dir / "old-state" / "train_state.json").write_text(json.dumps({"current_epoch": 2, "current_step": 20}))
+    launch.update_run_json(run_dir, status="interrupted")  # as if stopped before the last epoch
     code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0
     record = json.loads((run_dir / "run.json").read_text())
@@ -214,3 +215,70 @@ def test_a_closed_terminal_does_not_stop_the_log(fake, tmp_path, monkeypatch):
     code = launch.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
                                 out=ClosedTerminal())
     assert code == 3 and "fake: to stderr" in (tmp_path / "train.log").read_text()
+
+
+def interrupted_run(fake, monkeypatch, *sets, name="r1", **kw):
+    """A run that saved epoch 1 (LoRA + state) and was then interrupted."""
+    monkeypatch.setenv("FAKE_MODE", "stop1")
+    code, run_dir, _ = run(fake, *sets, name=name, **kw)
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    assert code == 130 and json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    return run_dir
+
+
+def test_resume_of_a_finished_run_is_refused(fake):
+    # its newest state is the end of training: sd-scripts would stop on "max_train_steps should be greater"
+    code, run_dir, _ = run(fake)
+    assert code == 0
+    with pytest.raises(MedsynthError, match="finished"):
+        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert "resumes" not in json.loads((run_dir / "run.json").read_text())
+
+
+def test_resume_keeps_the_runs_cpu_and_offline_settings(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_GPUS", "")
+    write_tokenizers(tmp_path / "tok")
+    run_dir = interrupted_run(fake, monkeypatch, f"tokenizer_cache_dir={json.dumps(str(tmp_path / 'tok'))}",
+                              cpu=True, offline=True)
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())  # no GPU here, as when it started
+    assert code == 0
+    (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
+    assert resumed["env"]["CUDA_VISIBLE_DEVICES"] == "" and resumed["env"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_resume_on_a_rank_above_0_continues_from_rank_0s_state(fake, monkeypatch):
+    machines = launch.Machines(2, 0, "10.0.0.1")
+    rank0 = interrupted_run(fake, monkeypatch, name="mn", machines=machines)
+    monkeypatch.setenv("FAKE_MODE", "nolora")  # a rank > 0 saves nothing (sd-scripts saves on rank 0 only)
+    _, rank1, _ = run(fake, name="mn", machines=launch.Machines(2, 1, "10.0.0.1"))
+    assert rank1.name == "mn-node1" and not list(rank1.glob("*-state"))
+    code, _ = launch.resume(rank1, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert code == 0
+    (resumed,) = json.loads((rank1 / "run.json").read_text())["resumes"]
+    assert resumed["command"][-2:] == ["--resume", str(rank0 / "melanoma_lora-000001-state")]
+    assert resumed["command"][resumed["command"].index("--machine_rank") + 1] == "1"
+
+
+def test_ctrl_c_as_the_child_starts_is_forwarded_not_lost(fake, tmp_path, monkeypatch):
+    # the first Ctrl-C can land right after the child exists, before anything else ran: it must still reach the
+    # child (which is in its own process group, out of the terminal's reach), not abort medsynth and orphan it
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        os.kill(os.getpid(), signal.SIGINT)
+        return started[-1]
+
+    argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
+    (tmp_path / "t.toml").write_text("[a]\nx = 1\n")
+    monkeypatch.setenv("FAKE_MODE", "sigint")
+    monkeypatch.setattr(launch.subprocess, "Popen", popen_then_ctrl_c)
+    try:
+        code = launch.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
+                                    out=io.BytesIO())
+    except KeyboardInterrupt:
+        started[-1].kill()
+        started[-1].wait()
+        pytest.fail("the Ctrl-C escaped run_streaming and left the training process running")
+    assert code == 130 and "SIGINT sent to the training process group" in (tmp_path / "train.log").read_text()

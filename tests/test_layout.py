@@ -196,3 +196,58 @@ def test_isic2020_row_gets_the_seed_caption(tmp_path, isic_dir):
     rows = {r["image_id"]: r for r in _manifest(result.out)}
     assert len(rows) == 584 and result.written == 1
     assert rows["ISIC_0149568"]["caption"] == "photo of female skin, me1anoma on upper extremity, at age 55"
+
+
+# ---- the out folder: the build replaces it whole, so it must not hold anything but an earlier build ----
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_out_folder_holding_the_sources_is_refused_and_left_intact(tmp_path, dry_run):
+    data = tmp_path / "data"
+    shutil.copytree(DEMO_DIR, data)
+    before = _tree_digest(tmp_path)
+    for out in (data, tmp_path, data / "images" / ".."):
+        settings = _settings(tmp_path, csv=(data / "metadata.csv",), images=(data / "images",), out=out)
+        with pytest.raises(MedsynthError, match=r"^out .* holds the source .*choose another out folder$"):
+            build_dataset(settings, dry_run=dry_run, progress=False)
+    assert _tree_digest(tmp_path) == before
+
+
+def test_non_empty_folder_that_is_not_a_dataset_is_refused(tmp_path):
+    keep = tmp_path / "Documents"
+    keep.mkdir()
+    (keep / "thesis.txt").write_text("precious")
+    with pytest.raises(MedsynthError, match=r"Documents is a non-empty folder without dataset\.json"):
+        build_dataset(_settings(tmp_path, out=keep), progress=False)
+    assert (keep / "thesis.txt").read_text() == "precious"
+
+
+def test_out_that_is_a_file_is_a_one_line_error_and_the_file_is_kept(tmp_path):
+    target = tmp_path / "ds"
+    target.write_text("not a folder")
+    with pytest.raises(MedsynthError, match=r"exists and is not a plain folder") as caught:
+        build_dataset(_settings(tmp_path), progress=False)
+    assert "\n" not in str(caught.value)
+    assert target.read_text() == "not a folder"
+
+
+def test_empty_out_folder_is_built_into(tmp_path):
+    (tmp_path / "ds").mkdir()
+    result = build_dataset(_settings(tmp_path), progress=False)
+    assert result.written == 20 and (tmp_path / "ds" / "dataset.json").is_file()
+
+
+@pytest.mark.parametrize("text, error", [
+    ("photo of {{ sexx }} skin", r"caption template .*bad\.j2, line 1: 'sexx' is undefined"),
+    ("photo of {% if sex %}skin", r"caption template .*bad\.j2, line 1: "),
+])
+def test_caption_template_error_stops_before_any_image_work(tmp_path, monkeypatch, text, error):
+    template = tmp_path / "bad.j2"
+    template.write_text(text, encoding="utf-8")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("image stage ran before the template was checked")
+    monkeypatch.setattr(layout, "process_images", refuse)
+    for dry_run in (True, False):
+        with pytest.raises(MedsynthError, match=error):
+            build_dataset(_settings(tmp_path, caption_template=template), dry_run=dry_run, progress=False)
+    assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.building").exists()

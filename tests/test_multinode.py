@@ -125,3 +125,12 @@ def test_missing_main_process_ip_is_a_one_line_cli_error(tmp_path, env):
     result = invoke(env, *common(tmp_path), "--dry-run", "--num-machines", "2")
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0 and "--main-process-ip" in result.output
+
+
+def test_multi_node_needs_a_run_name_shared_by_every_machine(tmp_path, env):
+    # a default name has each machine's own start time, so rank R's folder would not pair with rank 0's
+    args = common(tmp_path)
+    del args[args.index("--run-name"):args.index("--run-name") + 2]
+    result = invoke(env, *args, "--num-machines", "2", "--machine-rank", "1", "--main-process-ip", "10.1.1.1")
+    assert result.exit_code == 1 and "--run-name" in result.output
+    assert result.output.strip().count("\n") == 0 and not (tmp_path / "runs").exists()

@@ -33,6 +33,13 @@ def test_8bit_optimizer_needs_bitsandbytes():
     preflight.check_optimizer(TrainConfig(optimizer_type="AdamW"), probe(bnb=False))
 
 
+@pytest.mark.parametrize("name", ["PagedAdamW", "PagedAdamW32bit"])
+def test_paged_optimizers_need_bitsandbytes_too(name):
+    # sd-scripts imports bitsandbytes for them (train_util.get_optimizer) although they are not 8-bit
+    with pytest.raises(MedsynthError, match="bitsandbytes"):
+        preflight.check_optimizer(TrainConfig(optimizer_type=name), probe(bnb=False))
+
+
 def test_model_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)

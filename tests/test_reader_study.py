@@ -79,6 +79,11 @@ def test_too_few_images_of_one_kind_is_an_error_naming_the_kind(folders):
         pick(image_files(folders[0]), image_files(folders[1])[:10], 50, seed=0)
 
 
+def test_the_same_folder_as_real_and_synthetic_is_refused(folders):
+    with pytest.raises(MedsynthError, match="in both the real and the synthetic images"):
+        pick(image_files(folders[1]), image_files(folders[1]), 10, seed=0)
+
+
 def test_image_files_finds_a_datasets_image_folder_and_a_synthetic_images_folder(folders, tmp_path):
     ds = tmp_path / "ds"
     (ds / "train" / "1_melanoma").mkdir(parents=True)
@@ -89,6 +94,14 @@ def test_image_files_finds_a_datasets_image_folder_and_a_synthetic_images_folder
     assert len(image_files(folders[1])) == 30
     with pytest.raises(MedsynthError, match="no .jpg/.jpeg/.png images"):
         image_files(tmp_path / "ds" / "train")
+
+
+def test_a_folder_holding_synthetic_gives_its_images_not_its_own_pngs(folders, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    cv2.imwrite(str(run / "contact_sheet.png"), np.zeros((8, 8, 3), np.uint8))
+    (run / "synthetic").symlink_to(folders[1])
+    assert image_files(run) == [run / "synthetic" / "images" / p.name for p in image_files(folders[1])]
 
 
 # ----------------------------------------------------------------------------------------------- what the page holds

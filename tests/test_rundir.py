@@ -160,6 +160,17 @@ def test_run_dir_is_written_whole_and_never_over_an_existing_one(tmp_path):
     assert [p.name for p in plan.run_dir.parent.iterdir()] == [plan.run_dir.name]  # no temp leftovers
 
 
+def test_run_dir_gets_the_usual_permissions_not_the_temp_folders_private_ones(tmp_path):
+    # the folder is renamed from a temporary one (mode 0700); others on a shared file system must read it
+    plan = make_plan(tmp_path)
+    old = os.umask(0o022)
+    try:
+        write_run_dir(plan, command_sh="#!/bin/sh\n", record={"status": "created"})
+    finally:
+        os.umask(old)
+    assert plan.run_dir.stat().st_mode & 0o777 == 0o755
+
+
 def test_bad_run_name_is_refused(tmp_path):
     with pytest.raises(MedsynthError, match="run name"):
         make_plan(tmp_path, name="../escape")
@@ -240,3 +251,12 @@ def test_sd_scripts_own_parsers_accept_every_preset_and_read_what_was_meant(tmp_
         assert all(p["sample_steps"] == plan.config.sample_steps and p["width"] == plan.config.sample_width
                    for p in result["prompts"])
     assert [p["prompt"].split()[0] for p in results[-1]["prompts"]] == [h.split()[0] for h in hostile]
+
+
+def test_newest_resumable_run_skips_finished_runs(tmp_path):
+    for name, status in (("stopped", "interrupted"), ("done", "finished")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"status": status}))
+        make_state(tmp_path / name, "x-000001-state", 1, time.time())
+    os.utime(tmp_path / "done" / "run.json", (time.time() + 10, time.time() + 10))
+    assert newest_resumable_run(tmp_path) == tmp_path / "stopped"

@@ -113,3 +113,8 @@ def test_duplicates_row_with_empty_second_image_names_its_line(tmp_path: Path):
     path.write_text("image_name_1,image_name_2\nISIC_0000001,ISIC_0000002\nISIC_0000003,\n")
     with pytest.raises(MedsynthError, match=r"dups\.csv, line 3: image_name_2 is empty"):
         read_duplicates(path)
+
+
+def test_missing_duplicates_file_is_named_as_the_duplicates_file(tmp_path: Path):
+    with pytest.raises(MedsynthError, match=r"^\S*nope\.csv: duplicates file not found$"):
+        read_duplicates(tmp_path / "nope.csv")

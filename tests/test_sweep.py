@@ -145,12 +145,20 @@ def test_relative_paths_are_relative_to_the_sweep_file(tmp_path):
     ("[[runs]]\nlearning_rate = 'x'\n", r"sweep.toml \[\[runs\]\] #1: 'learning_rate' must be a number"),
     ("[grid]\npreset = ['default']\n", r"set 'preset' at the top of the file"),
     ("[grid\nseed = [1]\n", r"sweep.toml: not valid TOML"),
+    ("grid = 5\n", r"sweep.toml: \[grid\] must be a table"),
 ])
 def test_bad_sweep_files_are_one_line_errors_naming_the_file_and_key(tmp_path, text, message):
     with pytest.raises(MedsynthError, match=message) as info:
         read_sweep(sweep_file(tmp_path, text))
     assert "\n" not in str(info.value)
     assert str(tmp_path / "sweep.toml") in str(info.value)
+
+
+def test_a_file_name_that_cannot_be_a_folder_asks_for_a_name(tmp_path):
+    path = tmp_path / "my sweep.toml"
+    path.write_text("[grid]\nseed = [1, 2]\n")
+    with pytest.raises(MedsynthError, match=r"'my sweep' \(from the file name: set name = .*\) becomes a folder"):
+        read_sweep(path)
 
 
 def test_the_example_sweep_expands_to_its_twelve_runs():

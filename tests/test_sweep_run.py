@@ -170,6 +170,12 @@ def test_ctrl_c_in_one_run_stops_the_sweep(work):
     assert not (work["runs"] / "s1" / "lr3e-05" / "train.log").exists()
 
 
+def test_ctrl_c_in_the_last_run_exits_130(work):
+    result = invoke(work, write_sweep(work, LRS), FAKE_STOP_LR=repr(3e-5))
+    assert [r["status"] for r in record(work)["runs"]] == ["finished", "finished", "interrupted"]
+    assert result.exit_code == 130
+
+
 def test_caches_are_computed_by_the_first_run_and_reused_by_the_others(work):
     result = invoke(work, write_sweep(work, LRS))
     assert result.exit_code == 0, result.output
@@ -235,6 +241,12 @@ def test_set_applies_to_every_run_over_the_sweep_file(work):
     assert result.exit_code == 0, result.output
     steps = [line.split()[3] for line in result.output.splitlines() if line.startswith("lr")]
     assert steps == [str(3 * 7)] * 3  # 6 images × 1 repeat ÷ batch 2 = 3 steps per epoch
+
+
+def test_set_of_a_key_the_sweep_varies_is_refused(work):
+    result = invoke(work, write_sweep(work, LRS), "--dry-run", "--set", "learning_rate=5e-5")
+    assert result.exit_code == 1
+    assert "--set learning_rate:" in result.output and "varies it across its runs" in result.output
 
 
 def test_no_gpu_is_a_clear_error_before_anything_is_written(work):

@@ -119,6 +119,15 @@ def test_slurm_options_without_emit_are_refused(work):
     assert result.exit_code == 1 and "--emit slurm" in result.output
 
 
+def test_gpu_memory_without_dry_run_or_emit_is_refused(work):
+    path = work["root"] / "s.toml"
+    path.write_text('dataset = "ds"\n[fixed]\nruns_dir = "runs"\n[grid]\nseed = [1, 2]\n')
+    result = CliRunner().invoke(sweep, [str(path), "--gpu-memory", "80", "--sd-scripts", str(work["sd"])],
+                                env=work["env"])
+    assert result.exit_code == 1 and "--gpu-memory is for --dry-run and --emit" in result.output
+    assert not (work["root"] / "runs").exists()
+
+
 def test_render_script_needs_runs(tmp_path):
     with pytest.raises(MedsynthError, match="at least one run"):
         render_script(name="s", run_dirs=[], script=tmp_path / "x", gpus=1, time=None, partition=None, account=None,
@@ -148,7 +157,8 @@ def test_train_run_dir_trains_a_created_folder_once(work):
     assert run["status"] == "finished" and run["lora_files"]
     assert run["command"][0] == work["env"]["MEDSYNTH_PYTHON"]  # this machine's interpreter
     again = runner.invoke(train, ["--run-dir", str(run_dir)], env=work["env"], catch_exceptions=False)
-    assert again.exit_code == 1 and "already finished" in again.output and "--resume" in again.output
+    assert again.exit_code == 1 and "already finished" in again.output
+    assert "--resume" not in again.output  # a finished run cannot be continued
 
 
 def test_train_run_dir_refuses_settings_of_its_own(work):

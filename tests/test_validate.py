@@ -120,6 +120,7 @@ def test_top_level_keys_count_as_options():
     ({"training.log_with": "tensorboard", "training.logging_dir": None}, "log_with: needs logging_dir"),
     ({"optimizer.lr_scheduler": "cosine_with_min_lr"}, "needs lr_scheduler_min_lr_ratio"),
     ({"optimizer.lr_scheduler": "adafactor"}, 'needs optimizer_type = "Adafactor"'),
+    ({"training.max_train_steps": 10}, "max_train_steps: ignored: max_train_epochs overrides it"),
 ])
 def test_option_combination_that_aborts_sd_scripts_is_refused(edits, fragment):
     cfg = train()
@@ -210,10 +211,23 @@ def test_missing_image_dir_on_disk_is_left_to_preflight():
     ("datasets.0.subsets.0.color_aug", True, "conflicts with train.toml [training] cache_latents = true"),
     ("general.random_crop", True, "random_crop = true conflicts"),
     ("datasets.0.bucket_reso_steps", 48, "not a multiple of 32"),
+    ("datasets.0.resolution", 4096, "datasets[0] resolution 4096x4096 is above max_bucket_reso"),
+    ("datasets.0.min_bucket_reso", 1536, "datasets[0] resolution 1024x1024 is below min_bucket_reso 1536"),
+    ("datasets.0.resolution", [768, 2560], "resolution 768x2560 is above max_bucket_reso"),
 ])
 def test_cross_file_combination_that_aborts_sd_scripts_is_refused(path, value, fragment):
     message = refused(lambda: check_combinations(train(), edited(dataset(), path, value), source="runs/demo"))
     assert message.startswith("runs/demo: ") and fragment in message
+
+
+def test_bucket_limits_are_compared_as_sd_scripts_rounds_them():
+    # sd-scripts rounds max_bucket_reso up and min_bucket_reso down to bucket_reso_steps before asserting
+    ds = edited(edited(dataset(), "datasets.0.resolution", 1024), "datasets.0.max_bucket_reso", 1000)
+    check_combinations(train(), ds, source="runs/demo")  # 1000 -> 1024
+    ds = edited(dataset(), "datasets.0.min_bucket_reso", 1030)
+    check_combinations(train(), ds, source="runs/demo")  # 1030 -> 1024
+    no_buckets = edited(edited(dataset(), "datasets.0.enable_bucket", False), "datasets.0.resolution", 4096)
+    check_combinations(train(), no_buckets, source="runs/demo")  # limits apply to buckets only
 
 
 def test_training_toml_value_inherited_by_subsets_counts():

@@ -69,7 +69,8 @@ def make_dataset(root: Path, rows: Sequence[tuple[str, str, str, bool]] = DEFAUL
 FAKE_PYTHON = r'''
 """A stand-in for the training interpreter: answers medsynth's probe and fakes `accelerate launch`.
 
-FAKE_GPUS="name:GiB,..." are the GPUs the probe reports; FAKE_MODE = ok | fail | nolora | sigint."""
+FAKE_GPUS="name:GiB,..." are the GPUs the probe reports; FAKE_MODE = ok | fail | nolora | sigint | stop1
+(stop1: saves epoch 1 with its state, then exits 130 as if interrupted)."""
 import json, os, signal, sys, time
 from pathlib import Path
 
@@ -114,6 +115,8 @@ for epoch in range(first, epochs + 1):
     state = out / f"{stem}-state"
     state.mkdir(exist_ok=True)
     (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch, "current_step": epoch * 10}))
+    if mode == "stop1":
+        sys.exit(130)
 print("\nfake: done", flush=True)
 '''
 

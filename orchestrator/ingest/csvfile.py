@@ -56,6 +56,18 @@ def _records(path: Path) -> tuple[list[str] | None, list[list[str]], list[int]]:
     return records[0], records[1:], lines[1:]
 
 
+def _not_utf8(path: Path) -> MedsynthError:
+    """The error naming the line of the first byte that is not UTF-8 (the text reader's own offset counts from
+    the start of the chunk it was decoding, not of the file)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")   # a BOM is valid UTF-8, so offsets stay those of the file
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return MedsynthError(f"{where(path, line)}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})")
+    return MedsynthError(f"{path}: not UTF-8 text")
+
+
 def read_csv_file(path: Path) -> RawCsv:
     path = Path(path)
     try:
@@ -64,8 +76,8 @@ def read_csv_file(path: Path) -> RawCsv:
         raise MedsynthError(f"{path}: metadata file not found") from None
     except IsADirectoryError:
         raise MedsynthError(f"{path}: is a folder, not a CSV file") from None
-    except UnicodeDecodeError as e:
-        raise MedsynthError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if header is None or not any(h.strip() for h in header):
         raise MedsynthError(f"{path}: empty file (no header line)")
     header = [h.strip() for h in header]

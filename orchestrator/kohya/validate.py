@@ -269,6 +269,9 @@ def _check_train_combinations(flat: dict[str, Setting], contract: Contract, sour
     if "max_train_epochs" not in flat:
         fail("max_train_epochs", "missing: without it sd-scripts trains max_train_steps (default 1600) steps "
                                  "whatever the dataset size")
+    if "max_train_steps" in flat:  # silently ignored otherwise: sd-scripts recomputes it from the epochs
+        fail("max_train_steps", "ignored: max_train_epochs overrides it (train_network.py:799); "
+                                "set max_train_epochs instead")
     te_cached = get("cache_text_encoder_outputs") or get("cache_text_encoder_outputs_to_disk")
     if te_cached and not get("network_train_unet_only"):
         fail("network_train_unet_only", "must be true when the text encoder outputs are cached "
@@ -400,6 +403,31 @@ def _dataset_value_problem(key: str, value: Any, kinds: tuple[str, ...]) -> str 
 
 # ----------------------------------------------------------------------------------------------- both files
 
+def _check_bucket_limits(resolution: Any, steps: Any, low: tuple[Any, str], high: tuple[Any, str],
+                         where: str) -> None:
+    """DreamBoothDataset asserts min_bucket_reso <= min(resolution) and max(resolution) <= max_bucket_reso,
+    after rounding min down and max up to bucket_reso_steps (train_util.adjust_min_max_bucket_reso_by_steps)."""
+    if isinstance(resolution, str):
+        parts = resolution.split(",")
+    else:
+        parts = resolution if isinstance(resolution, list) else [resolution]
+    try:
+        size = [int(p) for p in parts] * (2 if len(parts) == 1 else 1)
+        step = int(steps) if steps else 1
+        (minimum, min_origin), (maximum, max_origin) = low, high
+        minimum = int(minimum) - int(minimum) % step if minimum is not None else None
+        maximum = int(maximum) + (-int(maximum)) % step if maximum is not None else None
+    except (TypeError, ValueError):
+        return  # a malformed value is reported by the per-file checks
+    shown = f"{size[0]}x{size[1]}"
+    if minimum is not None and min(size) < minimum:
+        raise MedsynthError(f"{where} resolution {shown} is below min_bucket_reso {minimum} ({min_origin}): "
+                            f"sd-scripts asserts min_bucket_reso <= the resolution")
+    if maximum is not None and max(size) > maximum:
+        raise MedsynthError(f"{where} resolution {shown} is above max_bucket_reso {maximum} ({max_origin}): "
+                            f"sd-scripts asserts max_bucket_reso >= the resolution")
+
+
 def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_name: str = "train.toml",
                        dataset_name: str = "dataset.toml") -> None:
     """The aborts that depend on both files: dataset values fall back subset -> dataset -> [general] ->
@@ -433,6 +461,9 @@ def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_n
         steps, origin = effective("bucket_reso_steps", *scope)
         if steps is not None and steps % 32:
             raise MedsynthError(f"{prefix}{origin}: {steps} is not a multiple of 32 (sdxl_train_network asserts it)")
+        if effective("enable_bucket", *scope)[0]:
+            _check_bucket_limits(resolution, steps, effective("min_bucket_reso", *scope),
+                                 effective("max_bucket_reso", *scope), f"{prefix}{dataset_name} datasets[{i}]")
         for j, subset in enumerate(ds.get("subsets", [])):
             subset_scope = [(subset, f"datasets[{i}].subsets[{j}]"), *scope]
             conflicts = ([(te_cache, k) for k in ("shuffle_caption", "caption_dropout_rate",
