@@ -9,7 +9,7 @@
 # Hard internal deadline (SMOKE_DEADLINE s, default 420): runs get what time is left; figures are written anyway.
 # Knobs for the CPU rehearsal: SMOKE_CPU=1 (train with --cpu at 256 px on SMOKE_MAX_IMAGES images),
 # SMOKE_PY (interpreter, default python3), SMOKE_WORK, SMOKE_SITE, SMOKE_CKPT (reuse a checkpoint file).
-# Variants on a warm machine: SMOKE_PRESETS (default "default seed-blog"), SMOKE_DEFAULT_ARGS (extra `medsynth
+# Variants on a warm machine: SMOKE_PRESETS (default "default seed-blog"; "low-vram" may be added), SMOKE_DEFAULT_ARGS (extra `medsynth
 # train` arguments for the default run, e.g. "--set train_batch_size=16").
 set -u -o pipefail
 
@@ -165,11 +165,19 @@ main() {
   else
     say "skip seed-blog: only ${rem}s left"
   fi
+  if [[ "$presets" == *" low-vram "* ]]; then  # opt-in (SMOKE_PRESETS): its peak VRAM against the 15 GB target
+    rem=$(remaining); t=$(( rem - 20 ))
+    if [ "$t" -ge 45 ]; then
+      train_run low-vram slow "$t" --set max_train_epochs=1 --set sample_every_n_epochs=1 --set save_every_n_epochs=1
+    else
+      say "skip low-vram: only ${rem}s left"
+    fi
+  fi
 }
 
 summarise() {
   local runs=() preset
-  for preset in default seed-blog; do
+  for preset in default seed-blog low-vram; do
     [ -s "$WORK/fig_$preset.json" ] && runs+=("$preset=$WORK/fig_$preset.json")
   done
   "$PY" - "$WORK/timings.jsonl" "$WORK/timings.json" "$(elapsed)" "$CPU" <<'EOF'
@@ -181,7 +189,7 @@ EOF
   [ ${#runs[@]} -gt 0 ] || runs=("none=/dev/null")
   "$PY" bench/gpu_figures.py combine "$OUT/gpu_smoke.json" "${runs[@]}" --context "versions=$WORK/versions.json" \
       --context "checkpoint=$WORK/ckpt.json" --context "flops=$WORK/flops.json" --context "timings=$WORK/timings.json"
-  for preset in default seed-blog; do
+  for preset in default seed-blog low-vram; do
     [ -s "$WORK/train_$preset.log" ] && cp "$WORK/train_$preset.log" "$OUT/train_$preset.log"
   done
   local sample
