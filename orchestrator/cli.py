@@ -58,27 +58,28 @@ def dataset() -> None:
 @click.option("--diagnosis", "diagnoses", multiple=True,
               help="Diagnosis to select, as the readers name it, e.g. nevus, 'basal cell carcinoma' (repeatable; "
                    "case-insensitive; default melanoma).")
-@click.option("--benign", is_flag=True, default=None, help="Select benign lesions instead of diagnoses.")
+@click.option("--benign/--no-benign", default=None,
+              help="Select benign lesions instead of diagnoses (--no-benign undoes a project-file true).")
 @click.option("--repeats", type=int, help="kohya num_repeats for the class folder (default 1).")
 @click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
-@click.option("--no-resize", "no_resize", is_flag=True, default=None,
-              help="Link (or copy) the original images instead of resizing them.")
+@click.option("--resize/--no-resize", "resize", default=None,
+              help="--no-resize links (or copies) the original images instead of resizing them.")
 @click.option("--trigger", help="Trigger token used in captions (default me1anoma).")
 @click.option("--caption-template", type=click.Path(path_type=Path, dir_okay=False),
               help="Jinja template for captions (default templates/caption.j2).")
 @click.option("--workers", type=int, help="Processes for the image stage (default: all cores).")
-@click.option("--strict", is_flag=True, default=None,
+@click.option("--strict/--no-strict", default=None,
               help="Fail on the first missing or unusable image instead of recording a skip.")
-@click.option("--skin-tone", "skin_tone", is_flag=True, default=None,
+@click.option("--skin-tone/--no-skin-tone", "skin_tone", default=None,
               help="Measure each image's skin tone (ITA of the skin around the lesion, Chardon band): stored in "
                    "the manifest (ita, skin_tone), given to the caption template as skin_tone, counted in the report.")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
-                  resolution, no_resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
+                  resolution, resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
                   quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
-    from orchestrator.dataset_settings import resolve_settings, settings_from_mapping
+    from orchestrator.dataset_settings import resolve_settings, selection_warnings, settings_from_mapping
     from orchestrator.layout import build_dataset
     from orchestrator.project_file import find_project_file, load_project_file
     from orchestrator.report import format_report
@@ -93,13 +94,15 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
         "csv": list(map(str, csv)) or None, "images": list(map(str, images)) or None,
         "duplicates": str(duplicates) if duplicates else None, "out": str(out) if out else None,
         "format": fmt, "class_name": class_name, "diagnoses": list(diagnoses) or None, "benign": benign,
-        "repeats": repeats, "resolution": resolution, "resize": False if no_resize else None,
+        "repeats": repeats, "resolution": resolution, "resize": resize,
         "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
         "workers": workers, "strict": strict, "skin_tone": skin_tone,
     }
     layers.append(settings_from_mapping({k: v for k, v in given.items() if v is not None},
                                         base=Path.cwd(), source="command line"))
     settings = resolve_settings(*layers)
+    for warning in selection_warnings(settings):
+        click.echo(warning, err=True)
     result = build_dataset(settings, dry_run=dry_run, progress=not quiet)
     click.echo(format_report(result.report), nl=False)
     elapsed = time.perf_counter() - started

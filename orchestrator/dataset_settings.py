@@ -111,3 +111,16 @@ def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
     if "\n" in settings.trigger or not settings.trigger.strip():
         raise MedsynthError(f"'trigger' must be a non-empty single-line word, got {settings.trigger!r}")
     return settings
+
+
+def selection_warnings(settings: DatasetSettings) -> list[str]:
+    """A class folder (and trigger) named for something other than what is selected trains the wrong word."""
+    if settings.benign:
+        names, what = {"benign", "nevus", "naevus"}, "benign lesions"
+    else:
+        names = {d.lower().replace(" ", "_") for d in settings.diagnoses}
+        what = "diagnoses " + ", ".join(settings.diagnoses)
+    if settings.class_name.lower() in names:
+        return []
+    return [f"warning: selecting {what} into the class folder '{settings.repeats}_{settings.class_name}' with the "
+            f"trigger '{settings.trigger}': give --class (and --trigger) to name them for what they are"]

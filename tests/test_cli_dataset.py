@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -111,3 +113,26 @@ def test_unknown_format_in_the_project_file_names_the_file_and_key(tmp_path):
     result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--dry-run"])
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert f"{cfg} [dataset]: 'format' must be one of isic2020" in result.output
+
+
+def test_selecting_another_diagnosis_into_the_melanoma_folder_warns(tmp_path):
+    cfg = _project(tmp_path)
+    args = ["dataset", "build", "--config", str(cfg), "--dry-run", "--diagnosis", "nevus"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "warning: selecting diagnoses nevus into the class folder '1_melanoma'" in result.output
+    result = CliRunner().invoke(main, [*args, "--class", "nevus"])
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_command_line_turns_off_what_the_project_file_turns_on(tmp_path):
+    cfg = _project(tmp_path, "strict = true\nresize = false\n")
+    images = tmp_path / "images"
+    shutil.copytree(DEMO_DIR / "images", images)
+    (images / "ISIC_0000004.jpg").unlink()
+    base = ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1", "--images", str(images)]
+    assert CliRunner().invoke(main, base).exit_code == 1  # strict from the file: the missing image is fatal
+    result = CliRunner().invoke(main, [*base, "--no-strict", "--resize"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 19 images" in result.output
+    resized = cv2.imread(str(tmp_path / "built" / "train" / "1_melanoma" / "ISIC_0000002.jpg"))
+    assert max(resized.shape[:2]) == 256
