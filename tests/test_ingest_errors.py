@@ -29,25 +29,32 @@ def fails(paths: list[Path], pattern: str, fmt: str | None = None) -> str:
 
 
 def test_empty_file_is_an_error_naming_it(tmp_path: Path):
-    fails([csv_file(tmp_path, name="empty.csv", end="")], r"empty\.csv: empty file")
+    path = csv_file(tmp_path, name="empty.csv", end="")
+    assert fails([path], r"empty\.csv: empty file").startswith(str(path))
 
 
 def test_file_of_blank_lines_is_an_empty_file(tmp_path: Path):
-    fails([csv_file(tmp_path, "", "  ", name="blank.csv")], r"blank\.csv: empty file")
+    path = csv_file(tmp_path, "", "  ", name="blank.csv")
+    assert fails([path], r"blank\.csv: empty file").startswith(str(path))
 
 
 def test_header_without_rows_is_an_error(tmp_path: Path):
-    fails([csv_file(tmp_path, HEADER_2020)], r"meta\.csv: no data rows")
+    path = csv_file(tmp_path, HEADER_2020)
+    assert fails([path], r"meta\.csv: no data rows").startswith(str(path))
 
 
 def test_missing_file_is_an_error_naming_it(tmp_path: Path):
-    fails([tmp_path / "nowhere.csv"], r"nowhere\.csv: metadata file not found")
+    path = tmp_path / "nowhere.csv"
+    assert fails([path], r"nowhere\.csv: metadata file not found").startswith(str(path))
+    assert not path.exists()  # reading never creates the file it was asked for
 
 
 def test_non_utf8_file_is_an_error_naming_it(tmp_path: Path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(f"{HEADER_2020}\nISIC_0000001,IP_1,m\xe4le,45,torso,,benign,0\n".encode("latin-1"))
-    fails([path], r"latin1\.csv, line 2: not UTF-8")
+    before = path.read_bytes()
+    assert fails([path], r"latin1\.csv, line 2: not UTF-8").startswith(str(path))
+    assert path.read_bytes() == before  # the source is never rewritten
 
 
 def test_unrecognised_header_lists_formats_tried_and_closest_missing_columns(tmp_path: Path):

@@ -31,6 +31,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from orchestrator.vision import resized_long_side
+
 WORKING_SIZE = 1024      # long side, px, at which the edges are measured
 REFERENCE_SIZE = 512     # long side, px, at which the seed's 100 px / 4000 px thresholds are taken to hold
 MIN_CONTOUR = 100 / REFERENCE_SIZE      # shortest contour counted, in long sides
@@ -39,12 +41,7 @@ HAIR_THRESHOLD = 4000 / REFERENCE_SIZE  # hairy when the score exceeds this (lon
 
 def working_image(bgr: np.ndarray) -> np.ndarray:
     """bgr resized so its long side is WORKING_SIZE (aspect kept)."""
-    h, w = bgr.shape[:2]
-    scale = WORKING_SIZE / max(h, w)
-    if scale == 1:
-        return bgr
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return resized_long_side(bgr, WORKING_SIZE)
 
 
 def contour_lengths(bgr: np.ndarray) -> np.ndarray:

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from orchestrator.vision import resized_long_side
+
 ANALYSIS_SIZE = 512            # long side, px, at which masks and features are computed
 FOV_MARGIN = 0.03              # of the long side: the vignette's soft rim dropped from the field of view
 MORPH_KERNEL = 0.02            # of the long side: opening/closing kernel of the mask
@@ -88,12 +90,7 @@ class LesionFeatures:
 
 def analysis_image(bgr: np.ndarray) -> np.ndarray:
     """bgr resized so its long side is ANALYSIS_SIZE (INTER_AREA down, INTER_LINEAR up)."""
-    h, w = bgr.shape[:2]
-    scale = ANALYSIS_SIZE / max(h, w)
-    if scale == 1:
-        return bgr
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return resized_long_side(bgr, ANALYSIS_SIZE)
 
 
 def _disc(radius: int) -> np.ndarray:
