@@ -136,7 +136,9 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
         _, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu)
         argv = launch.accelerate_command(launch.python_executable(), sd_scripts, plan.run_dir,
                                          num_processes=processes, gpu_ids=gpu_ids,
-                                         mixed_precision=plan.config.mixed_precision, cpu=cpu, machines=machines)
+                                         mixed_precision=plan.config.mixed_precision, cpu=cpu, machines=machines,
+                                         dynamo_mode=plan.config.dynamo_mode,
+                                         dynamo_dynamic=plan.config.dynamo_dynamic)
         warnings = launch.dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline)
         warnings += launch.batch_warnings(plan, gpus)
         click.echo(launch.dry_run_text(plan, argv, sd_scripts, changes, warnings), nl=False)

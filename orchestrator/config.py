@@ -2,7 +2,8 @@
 
 Keys are sd-scripts' own option names where a value goes straight into the training TOML, so a user who knows
 sd-scripts knows the key. A few keys are medsynth's own (they shape what gets rendered): `lr_scaling`,
-`reference_batch_size`, `lr_warmup_images`, the `sample_*` prompt settings, `dataset`, `runs_dir`.
+`reference_batch_size`, `lr_warmup_images`, the `sample_*` prompt settings, `dataset`, `runs_dir`, and
+`dynamo_mode`/`dynamo_dynamic` (they go to `accelerate launch`, which hands them to torch.compile).
 Any other sd-scripts option can be passed through as `kohya.<option>` (a `[train.kohya]` table in
 medsynth.toml, `--set kohya.noise_offset=0.05` on the command line); those are checked against the
 pinned sd-scripts contract when the rendered file is validated, not here.
@@ -31,6 +32,7 @@ PRESETS_DIR = TEMPLATES_DIR / "presets"
 DEFAULT_PRESET = "default"
 AUTO = "auto"
 LR_SCALINGS = ("none", "sqrt", "linear")
+DYNAMO_MODES = ("default", "reduce-overhead", "max-autotune")  # what accelerate 1.6.0's launcher accepts
 _KOHYA_PREFIX = "kohya."
 _OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -88,7 +90,9 @@ class TrainConfig:
     max_data_loader_n_workers: int | None = None
     persistent_data_loader_workers: bool = False
     torch_compile: bool = False
-    dynamo_backend: str | None = None
+    dynamo_backend: str | None = None              # None: sd-scripts' default (inductor)
+    dynamo_mode: str | None = None                 # None: torch's "default"; see DYNAMO_MODES
+    dynamo_dynamic: bool = False                   # compile shape-generic graphs (buckets, short last batches)
     # --- saving
     output_name: str | None = None                 # None: "<class>_lora"
     save_model_as: str = "safetensors"
@@ -375,6 +379,13 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.output_name is not None and not _OUTPUT_NAME.match(cfg.output_name):
         raise MedsynthError(f"'output_name' {cfg.output_name!r}: use letters, digits, '.', '_' or '-' "
                             f"(it becomes file names inside the run folder)")
+    if cfg.dynamo_mode is not None and cfg.dynamo_mode not in DYNAMO_MODES:
+        raise MedsynthError(f"'dynamo_mode' must be one of {', '.join(DYNAMO_MODES)}, got {cfg.dynamo_mode!r}"
+                            f"{did_you_mean(cfg.dynamo_mode, DYNAMO_MODES)}")
+    if not cfg.torch_compile:  # sd-scripts reads these only when it compiles: otherwise they would do nothing
+        for key, unset in (("dynamo_backend", None), ("dynamo_mode", None), ("dynamo_dynamic", False)):
+            if getattr(cfg, key) != unset:
+                raise MedsynthError(f"'{key}' takes effect only with torch_compile = true (set it, or drop '{key}')")
     if cfg.sample_prompts and cfg.sample_prompts_file is not None:
         raise MedsynthError("set either 'sample_prompts' or 'sample_prompts_file', not both")
 

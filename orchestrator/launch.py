@@ -105,8 +105,12 @@ class Machines:
 
 def accelerate_command(python: str, sd_scripts: Path, run_dir: Path, *, num_processes: int = 1,
                        gpu_ids: Sequence[int] = (), mixed_precision: str = "no", cpu: bool = False,
-                       resume: Path | None = None, machines: Machines = Machines()) -> list[str]:
-    """`num_processes` counts this machine's GPUs; accelerate wants the total over all machines."""
+                       resume: Path | None = None, machines: Machines = Machines(),
+                       dynamo_mode: str | None = None, dynamo_dynamic: bool = False) -> list[str]:
+    """`num_processes` counts this machine's GPUs; accelerate wants the total over all machines.
+
+    sd-scripts picks the compile backend itself (torch_compile/dynamo_backend in train.toml); torch.compile's mode
+    and dynamic flag reach it only through the environment accelerate's launcher sets from these arguments."""
     total = num_processes * machines.num_machines
     argv = [python, "-m", "accelerate.commands.launch", "--num_processes", str(total)]
     if total > 1:
@@ -116,8 +120,12 @@ def accelerate_command(python: str, sd_scripts: Path, run_dir: Path, *, num_proc
     if cpu:
         argv.append("--cpu")
     # sd-scripts takes mixed precision from its own config; passing the same value keeps accelerate quiet
-    argv += [*machines.argv(), "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
-             str(sd_scripts / TRAIN_SCRIPT),
+    argv += [*machines.argv(), "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+    if dynamo_mode is not None:
+        argv += ["--dynamo_mode", dynamo_mode]
+    if dynamo_dynamic:
+        argv.append("--dynamo_use_dynamic")
+    argv += [str(sd_scripts / TRAIN_SCRIPT),
              "--config_file", str(run_dir / "train.toml"), "--dataset_config", str(run_dir / "dataset.toml")]
     if resume is not None:
         argv += ["--resume", str(resume)]
@@ -321,7 +329,8 @@ def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
     argv = accelerate_command(launcher.python, launcher.sd_scripts, plan.run_dir,
                               num_processes=launcher.num_processes, gpu_ids=launcher.gpu_ids,
                               mixed_precision=plan.config.mixed_precision, cpu=launcher.cpu,
-                              machines=launcher.machines)
+                              machines=launcher.machines, dynamo_mode=plan.config.dynamo_mode,
+                              dynamo_dynamic=plan.config.dynamo_dynamic)
     gpu = {"gpus": [vars(g) for g in launcher.gpus] if launcher.gpus else [], "cpu": launcher.cpu,
            "preflight": notes}
     packages = launcher.probe.packages if launcher.probe is not None else {}

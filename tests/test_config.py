@@ -236,3 +236,20 @@ def test_hub_id_stays_a_hub_id(tmp_path):
 def test_output_name_cannot_leave_the_run_folder(tmp_path, name):
     with pytest.raises(MedsynthError, match="output_name"):
         settings(tmp_path, f"output_name={json.dumps(name)}")
+
+
+@pytest.mark.parametrize("item", ["dynamo_mode=max-autotune", "dynamo_dynamic=true", "dynamo_backend=inductor"])
+def test_compile_settings_without_torch_compile_are_refused(tmp_path, item):
+    key = item.split("=")[0]
+    with pytest.raises(MedsynthError, match=f"'{key}' takes effect only with torch_compile = true"):
+        settings(tmp_path, item)
+
+
+def test_unknown_dynamo_mode_suggests_the_closest(tmp_path):
+    with pytest.raises(MedsynthError, match="dynamo_mode.*did you mean 'reduce-overhead'"):
+        settings(tmp_path, "torch_compile=true", "dynamo_mode=reduce_overhead")
+
+
+def test_compile_settings_with_torch_compile_are_kept(tmp_path):
+    cfg = settings(tmp_path, "torch_compile=true", "dynamo_mode=max-autotune", "dynamo_dynamic=true").config
+    assert (cfg.torch_compile, cfg.dynamo_mode, cfg.dynamo_dynamic) == (True, "max-autotune", True)

@@ -282,3 +282,27 @@ def test_ctrl_c_as_the_child_starts_is_forwarded_not_lost(fake, tmp_path, monkey
         started[-1].wait()
         pytest.fail("the Ctrl-C escaped run_streaming and left the training process running")
     assert code == 130 and "SIGINT sent to the training process group" in (tmp_path / "train.log").read_text()
+
+
+_DYNAMO_PROBE = """
+import json, os, sys
+from accelerate.commands.launch import launch_command_parser, _validate_launch_command
+from accelerate.utils import TorchDynamoPlugin
+from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+args, *_ = _validate_launch_command(launch_command_parser().parse_args(json.loads(sys.argv[1])[3:]))
+os.environ.update(prepare_simple_launcher_cmd_env(args)[1])
+print(json.dumps(TorchDynamoPlugin(backend="inductor").to_kwargs()))  # what sd-scripts' Accelerator compiles with
+"""
+
+
+@pytest.mark.parametrize("mode, dynamic", [("max-autotune", True), ("reduce-overhead", False), (None, False)])
+def test_compile_mode_and_dynamic_reach_torch_compile_through_accelerate(tmp_path, mode, dynamic):
+    pytest.importorskip("accelerate", reason="accelerate not installed (make setup-kohya)")
+    argv = launch.accelerate_command("py", tmp_path / "sd", tmp_path / "run", mixed_precision="bf16",
+                                     dynamo_mode=mode, dynamo_dynamic=dynamic)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # no accelerate config file of this machine
+    done = subprocess.run([sys.executable, "-c", _DYNAMO_PROBE, json.dumps(argv)], env=env, capture_output=True,
+                          text=True, check=True)
+    kwargs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert kwargs.get("mode", "default") == (mode or "default") and bool(kwargs.get("dynamic")) is dynamic
+    assert argv[argv.index("--dynamo_backend") + 1] == "no"  # the backend stays sd-scripts' choice
