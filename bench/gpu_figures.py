@@ -7,9 +7,15 @@ step count appears). Steady state skips the first WARMUP_STEPS steps and drops i
 LoRA metadata. MFU = U-Net training-step FLOPs per image (bench/flops_unet.py) x images/s / the card's dense
 bf16 peak.
 
-usage: python bench/gpu_figures.py run RUN_DIR [--tslog LOG] [--gpumem CSV] [--flops FLOPS.json]
+Memory: nvidia-smi's card-wide samples (the CUDA context and anything else on the card included), split into the
+phases of the run when they carry timestamps (setup = load + caching, training steps, sampling, the end), and
+the training process's own allocator peaks when bench/cuda_peak/sitecustomize.py recorded them (exact per
+process, so two runs sharing a card can be told apart).
+
+usage: python bench/gpu_figures.py run RUN_DIR [--tslog LOG] [--gpumem CSV] [--cuda-peaks DIR] [--flops FLOPS.json]
                                        [--peak-tflops N] [--json OUT]
        python bench/gpu_figures.py combine OUT.json NAME=RUN_FIGURES.json ... [--context KEY=FILE.json ...]
+                                           [--base NAME ...]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import re
 import statistics
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +63,11 @@ def parse_tslog(path: Path) -> dict[str, Any]:
     cache_end = None
     steps_per_epoch = None
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    t0_epoch = None
     for raw in lines:
+        if raw.startswith("# t0_epoch="):
+            t0_epoch = float(raw.split("=", 1)[1])
+            continue
         if m := _BAR.match(raw):
             t, n, total = float(m.group(1)), int(m.group(2)), int(m.group(3))
             if n == 0:  # the bar's first draw: the loop starts
@@ -85,7 +96,7 @@ def parse_tslog(path: Path) -> dict[str, Any]:
     if "cache_latents" in events and cache_end is not None:
         events["cache_latents_s"] = round(cache_end - events["cache_latents"], 2)
     result: dict[str, Any] = {"steps": steps, "steps_total": total, "steps_per_epoch": steps_per_epoch,
-                              "events": events, "errors": errors[:10]}
+                              "events": events, "errors": errors[:10], "t0_epoch": t0_epoch}
     if last_bar:
         result["tqdm_last"] = last_bar
         if m := re.search(r"avr_loss=([^\s,\]]+)", last_bar):
@@ -110,21 +121,68 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float
 
 
 def gpu_memory(csv_path: Path) -> dict[str, Any]:
-    """Peak memory and mean busy utilisation from
-    `nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -lms 500`."""
-    mem, util = [], []
+    """Peak memory and mean busy utilisation from `nvidia-smi --query-gpu=[timestamp,]memory.used,utilization.gpu
+    --format=csv,noheader,nounits -lms 500`; with timestamps, the samples too (epoch seconds, MiB) for phases."""
+    mem, util, samples = [], [], []
     for line in csv_path.read_text().splitlines():
         parts = [p.strip() for p in line.split(",")]
+        stamp = parts.pop(0) if len(parts) == 3 else None
         try:
-            mem.append(float(parts[0]))
-            util.append(float(parts[1]))
+            used, busy = float(parts[0]), float(parts[1])
         except (ValueError, IndexError):
             continue
+        mem.append(used)
+        util.append(busy)
+        if stamp:
+            try:  # nvidia-smi writes local time; this runs on the same machine
+                samples.append((datetime.strptime(stamp, "%Y/%m/%d %H:%M:%S.%f").timestamp(), used))
+            except ValueError:
+                pass
     if not mem:
         return {}
     busy = [u for u in util if u > 0]
     return {"peak_vram_mib_nvidia_smi": max(mem), "gpu_util_mean_pct_when_busy": round(statistics.mean(busy), 1)
-            if busy else 0.0, "gpu_samples": len(mem)}
+            if busy else 0.0, "gpu_samples": len(mem), "samples": samples}
+
+
+def memory_phases(samples: list[tuple[float, float]], log: dict[str, Any]) -> dict[str, float]:
+    """Peak nvidia-smi MiB per phase: setup (until the loop starts: load, latent and text-encoder caching),
+    training (steps), sampling (from each "generating sample images" to the next step or save), end (after the
+    last step and its sampling: the final save). Needs the tslog's t0 and timestamped samples."""
+    t0, events, steps = log.get("t0_epoch"), log.get("events", {}), sorted(log.get("steps", {}).values())
+    if t0 is None or not samples or not steps or "loop_start" not in events:
+        return {}
+    later = sorted(steps + list(events.get("save", [])))
+    windows = [(s, next((t for t in later if t > s), float("inf"))) for s in events.get("sample", [])]
+    peaks: dict[str, float] = {}
+    for epoch_s, used in samples:
+        t = epoch_s - t0
+        if t < events["loop_start"]:
+            phase = "setup"
+        elif any(a <= t < b for a, b in windows):
+            phase = "sampling"
+        elif t <= steps[-1]:
+            phase = "training"
+        else:
+            phase = "end"
+        peaks[phase] = max(peaks.get(phase, 0.0), used)
+    return peaks
+
+
+def cuda_peaks(peak_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """The largest allocator peaks among the processes of this run (bench/cuda_peak/sitecustomize.py files whose
+    command line names the run's train.toml)."""
+    marker = str(run_dir / "train.toml")
+    best: dict[str, Any] = {}
+    for path in sorted(peak_dir.glob("*.json")):
+        record = _read_json(path)
+        if not any(marker in str(arg) for arg in record.get("argv", [])):
+            continue
+        for dev in record.get("devices", []):
+            if dev.get("max_reserved_mib", 0) > best.get("torch_max_reserved_mib", -1):
+                best = {"torch_max_reserved_mib": dev["max_reserved_mib"],
+                        "torch_max_allocated_mib": dev["max_allocated_mib"], "torch_peak_pid": record.get("pid")}
+    return best
 
 
 def inspect_lora(path: Path) -> dict[str, Any]:
@@ -187,13 +245,19 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def run_figures(run_dir: Path, tslog: Path | None = None, gpumem: Path | None = None,
-                flops: dict[str, Any] | None = None, peak_tflops: float | None = None) -> dict[str, Any]:
+                flops: dict[str, Any] | None = None, peak_tflops: float | None = None,
+                peak_dir: Path | None = None, shared_gpu: bool = False) -> dict[str, Any]:
+    """shared_gpu: other runs used the card at the same time (nvidia-smi's card-wide figures include them)."""
     run = _read_json(run_dir / "run.json")
     cfg = run.get("config", {})
     fig: dict[str, Any] = {"run_dir": run_dir.name, "preset": run.get("preset"), "status": run.get("status"),
+                           "shared_gpu": shared_gpu,
                            "train_batch_size": cfg.get("train_batch_size"), "batch_choice": run.get("batch"),
                            "gradient_checkpointing": cfg.get("gradient_checkpointing"),
                            "cache_latents": cfg.get("cache_latents"), "mixed_precision": cfg.get("mixed_precision"),
+                           "optimizer": [cfg.get("optimizer_type"), cfg.get("optimizer_args")],
+                           "compile": [cfg.get("torch_compile"), cfg.get("dynamo_backend"), cfg.get("dynamo_mode"),
+                                       cfg.get("dynamo_dynamic")],
                            "gpu": run.get("gpu"), "packages": run.get("packages")}
     log = parse_tslog(tslog) if tslog and tslog.is_file() else {}
     scalars = tensorboard_scalars(run_dir)
@@ -237,7 +301,13 @@ def run_figures(run_dir: Path, tslog: Path | None = None, gpumem: Path | None = 
         fig["epoch_wall_s"] = [round(b - a, 1) for a, b in zip(ends, ends[1:])]  # incl. the save + sample between
 
     if gpumem and gpumem.is_file():
-        fig.update(gpu_memory(gpumem))
+        memory = gpu_memory(gpumem)
+        samples = memory.pop("samples", [])
+        fig.update(memory)
+        if phases := memory_phases(samples, log):
+            fig["peak_vram_mib_by_phase"] = phases
+    if peak_dir and peak_dir.is_dir():
+        fig.update(cuda_peaks(peak_dir, run_dir))
     if flops and fig.get("images_per_s"):
         gpus = (run.get("gpu") or {}).get("gpus") or [{}]
         peak = peak_tflops or peak_bf16_tflops(gpus[0].get("name"))
@@ -248,15 +318,28 @@ def run_figures(run_dir: Path, tslog: Path | None = None, gpumem: Path | None = 
     return fig
 
 
-def combine(parts: dict[str, dict[str, Any]], context: dict[str, Any]) -> dict[str, Any]:
-    """The one figures JSON: context (gpu, versions, timings), each run, and the images/s ratio of the first
-    run to each other ("default" vs "seed-blog")."""
+def combine(parts: dict[str, dict[str, Any]], context: dict[str, Any],
+            bases: tuple[str, ...] = ("seed-blog", "default")) -> dict[str, Any]:
+    """The one figures JSON: context (gpu, versions, timings), each run, and every run's images/s over each base
+    run that is present ("default/seed-blog" is the issue's ratio; "compile/default" what compiling adds)."""
     out = dict(context)
     out["runs"] = parts
-    names = list(parts)
-    base = parts[names[0]].get("images_per_s") if names else None
-    out["speedup_images_per_s"] = {f"{names[0]}/{n}": round(base / parts[n]["images_per_s"], 2)
-                                   for n in names[1:] if base and parts[n].get("images_per_s")}
+    # what the card holds beyond the allocator's peak (CUDA context, libraries), from the runs that had it alone;
+    # added to every allocator peak it gives the card-wide peak of runs that shared the card
+    alone = [r["peak_vram_mib_nvidia_smi"] - r["torch_max_reserved_mib"] for r in parts.values()
+             if not r.get("shared_gpu") and r.get("peak_vram_mib_nvidia_smi") and r.get("torch_max_reserved_mib")]
+    if alone:
+        out["cuda_overhead_mib"] = overhead = round(statistics.median(alone), 1)
+        for run in parts.values():
+            if run.get("torch_max_reserved_mib"):
+                run["peak_vram_mib_estimated"] = round(run["torch_max_reserved_mib"] + overhead, 1)
+    speedup = {}
+    for base in bases:
+        ref = parts.get(base, {}).get("images_per_s")
+        for name, run in parts.items():
+            if ref and name != base and run.get("images_per_s") and f"{base}/{name}" not in speedup:
+                speedup[f"{name}/{base}"] = round(run["images_per_s"] / ref, 2)
+    out["speedup_images_per_s"] = speedup
     return out
 
 
@@ -277,17 +360,22 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("run_dir", type=Path)
     r.add_argument("--tslog", type=Path)
     r.add_argument("--gpumem", type=Path)
+    r.add_argument("--cuda-peaks", type=Path, help="folder of bench/cuda_peak/sitecustomize.py records")
     r.add_argument("--flops", type=Path, help="bench/flops_unet.py --json output")
     r.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: from the GPU's name)")
     r.add_argument("--json", type=Path)
+    r.add_argument("--shared-gpu", action="store_true", help="other runs used the card at the same time")
     c = sub.add_parser("combine", help="merge run figures and context files into one JSON")
     c.add_argument("out", type=Path)
-    c.add_argument("runs", nargs="+", help="NAME=RUN_FIGURES.json, the reference (fast) run first")
+    c.add_argument("runs", nargs="+", help="NAME=RUN_FIGURES.json")
     c.add_argument("--context", action="append", default=[], help="KEY=FILE.json, stored under KEY")
+    c.add_argument("--base", action="append", help="runs the others' images/s are divided by "
+                                                   "(default: seed-blog, then default)")
     args = p.parse_args(argv)
     if args.cmd == "run":
         flops = _read_json(args.flops) if args.flops else None
-        fig = run_figures(args.run_dir, args.tslog, args.gpumem, flops, args.peak_tflops)
+        fig = run_figures(args.run_dir, args.tslog, args.gpumem, flops, args.peak_tflops, args.cuda_peaks,
+                          args.shared_gpu)
         text = json.dumps(fig, indent=1, default=str)
         if args.json:
             args.json.write_text(text + "\n")
@@ -295,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         parts = {name: _read_json(path) for name, path in _pairs(args.runs).items()}
         context = {key: _read_json(path) for key, path in _pairs(args.context).items()}
-        out = combine(parts, context)
+        out = combine(parts, context, tuple(args.base) if args.base else ("seed-blog", "default"))
         tmp = args.out.with_name(f".{args.out.name}.partial")
         tmp.write_text(json.dumps(out, indent=1, default=str) + "\n")
         os.replace(tmp, args.out)

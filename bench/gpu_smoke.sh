@@ -3,14 +3,19 @@
 # Run from anywhere; works in the repo it lives in. Needs .whl/ (tools/gpu_wheels.sh) and vendor/sd-scripts.
 #   1. install the carried wheels into $SMOKE_SITE (sd-scripts' pins; the machine's transformers 5 breaks them)
 #   2. offline CLIP tokenizers, a random-init SDXL checkpoint built on the GPU, the FLOPs of a training step
-#   3. the demo dataset (`medsynth dataset build`), twice: many repeats for the fast preset, few for the slow one
-#   4. `medsynth train --preset default`, then `--preset seed-blog`, each briefly, with nvidia-smi sampling
+#   3. the demo dataset (`medsynth dataset build`) three times: 16 repeats (fast runs), 2 and 1 (slow, short runs)
+#   4. `medsynth train` once per variant of the plan (below), briefly, with nvidia-smi sampling (timestamped, so
+#      the figures split the peak into setup / training / sampling) and each process's allocator peak
+#      (bench/cuda_peak/sitecustomize.py)
 #   5. bench/gpu_figures.py -> ONE JSON: $OUT/gpu_smoke.json (+ console log, timestamped train logs, a sample)
-# Hard internal deadline (SMOKE_DEADLINE s, default 420): runs get what time is left; figures are written anyway.
-# Knobs for the CPU rehearsal: SMOKE_CPU=1 (train with --cpu at 256 px on SMOKE_MAX_IMAGES images),
-# SMOKE_PY (interpreter, default python3), SMOKE_WORK, SMOKE_SITE, SMOKE_CKPT (reuse a checkpoint file).
-# Variants on a warm machine: SMOKE_PRESETS (default "default seed-blog"; "low-vram" may be added), SMOKE_DEFAULT_ARGS (extra `medsynth
-# train` arguments for the default run, e.g. "--set train_batch_size=16").
+# Hard internal deadline (SMOKE_DEADLINE s, default 420): each variant gets at most its cap, and never the time the
+# later variants' minimums need; figures are written whatever happens.
+# SMOKE_PLAN: the variants, in order (default "default seed-blog"); see variant() for the list. Variants of one
+# group ("vram": peak-memory probes at batch 1) run side by side on the GPU: the allocator peaks tell them apart.
+# SMOKE_ARGS_<variant, - as _>: more `medsynth train` arguments for one variant, e.g.
+#   SMOKE_ARGS_default="--set train_batch_size=16".
+# Knobs for the CPU rehearsal: SMOKE_CPU=1 (train with --cpu at 256 px on SMOKE_MAX_IMAGES images; groups run one
+# after the other), SMOKE_PY (interpreter, default python3), SMOKE_WORK, SMOKE_SITE, SMOKE_CKPT (reuse a checkpoint).
 set -u -o pipefail
 
 START=$(date +%s)
@@ -25,15 +30,16 @@ CPU="${SMOKE_CPU:-0}"
 CKPT="${SMOKE_CKPT:-$WORK/sdxl_random.safetensors}"
 mkdir -p "$OUT" "$WORK"
 
-if [ "$CPU" = 1 ]; then  # plumbing only: 2 images at 256 px, tiny samples
-  DEV=cpu; RES=256; MAX_IMAGES="${SMOKE_MAX_IMAGES:-2}"; REPEATS_FAST=2; REPEATS_SLOW=1; EPOCHS_FAST=2
+if [ "$CPU" = 1 ]; then  # plumbing only: 2 images at 256 px, tiny samples, caps scaled to the CPU's pace
+  DEV=cpu; RES=256; MAX_IMAGES="${SMOKE_MAX_IMAGES:-2}"; REPEATS_FAST=2; REPEATS_SLOW=1; EPOCHS_FAST=2; PACE=6
   TRAIN_ARGS=(--cpu --set train_batch_size=2 --set mixed_precision=bf16 --set network_dim=8 --set network_alpha=8
               --set sample_width=256 --set sample_height=256 --set sample_steps=2)
-else  # 20 demo images: default 20 x 16 repeats = 320 images/epoch (40 steps at batch 8), 2 epochs;
-      # seed-blog (batch 1, ~1 image/s) 20 x 2 = 40 steps, 1 epoch
-  DEV=cuda; RES=1024; MAX_IMAGES="${SMOKE_MAX_IMAGES:-0}"; REPEATS_FAST=16; REPEATS_SLOW=2; EPOCHS_FAST=2
+else  # 20 demo images: fast = 20 x 16 repeats = 320 images/epoch (27 steps at batch 12), 2 epochs;
+      # short = 20 x 1 = 20 steps at batch 1 (~1 image/s on the seed's settings), 1 epoch
+  DEV=cuda; RES=1024; MAX_IMAGES="${SMOKE_MAX_IMAGES:-0}"; REPEATS_FAST=16; REPEATS_SLOW=1; EPOCHS_FAST=2; PACE=1
   TRAIN_ARGS=(--set sample_steps=10)
 fi
+PEAKS="$WORK/cuda_peaks"
 
 elapsed() { echo $(( $(date +%s) - START )); }
 remaining() { echo $(( DEADLINE - $(date +%s) + START )); }
@@ -54,13 +60,14 @@ kill_run() {  # the training processes of one run dir (sd-scripts' group survive
 
 setup() {
   say "start: $(hostname), repo $REPO, work $WORK, deadline ${DEADLINE}s, cpu rehearsal: $CPU"
-  rm -rf "$WORK/runs" "$WORK"/ds-* "$WORK"/fig_*.json "$WORK/timings.jsonl" "$WORK/versions.json"
+  rm -rf "$WORK/runs" "$WORK"/ds-* "$WORK"/fig_*.json "$WORK/timings.jsonl" "$WORK/versions.json" "$PEAKS"
+  mkdir -p "$PEAKS"
   say "install carried wheels into $SITE"
   rm -rf "$SITE"
   timed install_wheels "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
       .whl/*.whl 2>&1 | grep -v -i warning
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "FATAL: wheel install failed (run tools/gpu_wheels.sh here first)"; return 1; }
-  export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$REPO/bench/cuda_peak:$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}" MEDSYNTH_CUDA_PEAK_DIR="$PEAKS"
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME="$WORK/hf_home"
   export PYTHONUNBUFFERED=1 COLUMNS=250 TOKENIZERS_PARALLELISM=false BITSANDBYTES_NOWELCOME=1 MEDSYNTH_PYTHON="$PY"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -118,19 +125,36 @@ EOF
   wait "$FLOPS_PID" || echo "flops_unet failed: $(tail -3 "$WORK/flops.log")"
 }
 
-train_run() {  # train_run PRESET DATASET TIMEOUT_S EXTRA_ARGS...
-  local preset=$1 ds=$2 tmo=$3 name="smoke-$1" smi="" rc pipe hard t0=$(date +%s); shift 3
-  local run_dir="$WORK/runs/$name"
+variant() {  # variant NAME -> "PRESET DATASET EPOCHS GROUP CAP_S MIN_S ENV ARGS..." (caps: GPU seconds)
+  case "$1" in
+    default)         echo "default   fast $EPOCHS_FAST - 170 90 -" ;;
+    seed-blog)       echo "seed-blog slow 1 - 110 70 -" ;;
+    low-vram)        echo "low-vram  slow 1 vram 120 75 -" ;;
+    low-vram-expandable) echo "low-vram slow 1 vram 120 75 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" ;;
+    tier24)          echo "default   slow 1 vram 120 75 - --set train_batch_size=1 --set gradient_checkpointing=false" ;;
+    tier80)          echo "default   fast 1 - 120 75 - --set train_batch_size=6" ;;
+    compile)         echo "default   fast $EPOCHS_FAST - 300 120 - --set torch_compile=true --set dynamo_backend=inductor" ;;
+    compile-dynamic) echo "default   fast $EPOCHS_FAST - 300 120 - --set torch_compile=true --set dynamo_backend=inductor --set dynamo_dynamic=true" ;;
+    bs16-expandable) echo "default   fast 1 - 150 90 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --set train_batch_size=16" ;;
+    fused-adamw)     echo "default   fast 1 - 150 90 - --set optimizer_type=AdamW --set optimizer_args=[\"fused=True\"]" ;;
+    *) return 1 ;;
+  esac
+}
+
+train_run() {  # train_run NAME PRESET DATASET TIMEOUT_S ENV EXTRA_ARGS...
+  local name=$1 preset=$2 ds=$3 tmo=$4 envs=$5 smi="" rc pipe hard t0=$(date +%s); shift 5
+  local run_dir="$WORK/runs/smoke-$name" env_args=()
+  [ "$envs" != - ] && IFS=, read -r -a env_args <<< "$envs"
   if command -v nvidia-smi >/dev/null && [ "$CPU" != 1 ]; then
-    nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -lms 500 \
-        > "$WORK/gpumem_$preset.csv" 2>/dev/null &
+    nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader,nounits -lms 500 \
+        > "$WORK/gpumem_$name.csv" 2>/dev/null &
     smi=$!
   fi
-  say "train $preset (timeout ${tmo}s)"
-  ( timeout -s INT -k 30 "$tmo" "$PY" -m orchestrator.cli train --preset "$preset" --run-name "$name" \
-      --dataset "$WORK/ds-$ds" --offline --model "$CKPT" --set "tokenizer_cache_dir=$WORK/tok" \
-      --set "runs_dir=$WORK/runs" --set num_sample_prompts=1 "${TRAIN_ARGS[@]}" "$@" 2>&1 \
-    | "$PY" bench/tslog.py "$WORK/train_$preset.log" ) &
+  say "train $name: preset $preset, data $ds, timeout ${tmo}s${env_args:+, env ${env_args[*]}} $*"
+  ( timeout -s INT -k 30 "$tmo" env "${env_args[@]}" "$PY" -m orchestrator.cli train --preset "$preset" \
+      --run-name "smoke-$name" --dataset "$WORK/ds-$ds" --offline --model "$CKPT" \
+      --set "tokenizer_cache_dir=$WORK/tok" --set "runs_dir=$WORK/runs" --set num_sample_prompts=1 \
+      "${TRAIN_ARGS[@]}" "$@" 2>&1 | "$PY" bench/tslog.py "$WORK/train_$name.log" > "$WORK/console_$name.log" ) &
   pipe=$!
   hard=$(( $(date +%s) + tmo + 45 ))
   while kill -0 "$pipe" 2>/dev/null; do  # a killed medsynth leaves sd-scripts (own session) holding the pipe
@@ -140,58 +164,67 @@ train_run() {  # train_run PRESET DATASET TIMEOUT_S EXTRA_ARGS...
   wait "$pipe"; rc=$?
   kill_run "$run_dir/train.toml"
   [ -n "$smi" ] && kill "$smi" 2>/dev/null
-  say "train $preset: exit $rc (124 = timed out)"
-  echo "{\"step\": \"train_$preset\", \"rc\": $rc, \"wall_s\": $(( $(date +%s) - t0 )), \"timeout_s\": $tmo}" \
-      >> "$WORK/timings.jsonl"
-  "$PY" bench/gpu_figures.py run "$run_dir" --tslog "$WORK/train_$preset.log" --gpumem "$WORK/gpumem_$preset.csv" \
-      --flops "$WORK/flops.json" --json "$WORK/fig_$preset.json" > /dev/null || echo "figures of $preset failed"
+  tail -n "$([ "$rc" = 0 ] && echo 4 || echo 30)" "$WORK/console_$name.log"
+  say "train $name: exit $rc (124 = timed out)"
+  local quoted="$*"; quoted="${quoted//\"/\\\"}"
+  echo "{\"step\": \"train_$name\", \"rc\": $rc, \"wall_s\": $(( $(date +%s) - t0 )), \"timeout_s\": $tmo," \
+       "\"env\": \"$envs\", \"args\": \"$quoted\"}" >> "$WORK/timings.jsonl"
+  "$PY" bench/gpu_figures.py run "$run_dir" --tslog "$WORK/train_$name.log" --gpumem "$WORK/gpumem_$name.csv" \
+      --cuda-peaks "$PEAKS" --flops "$WORK/flops.json" --json "$WORK/fig_$name.json" ${SHARED:+--shared-gpu} \
+      > /dev/null \
+      || echo "figures of $name failed"
 }
 
 main() {
-  local presets=" ${SMOKE_PRESETS:-default seed-blog} " extra=()
-  read -r -a extra <<< "${SMOKE_DEFAULT_ARGS:-}"
+  local plan=() names=() i j name spec preset ds epochs group cap min envs args rest t batch=()
+  read -r -a plan <<< "${SMOKE_PLAN:-default seed-blog}"
+  for name in "${plan[@]}"; do variant "$name" >/dev/null || { echo "FATAL: unknown variant $name in SMOKE_PLAN"; return 1; }; done
   setup || return 1
-  local rem t
-  rem=$(remaining); t=$(( rem - 110 )); [ "$t" -gt 300 ] && t=300   # leave ~110 s for seed-blog + figures
-  [ "$t" -lt 60 ] && t=$(( rem - 20 ))                               # short of time: default alone
-  [ "$t" -lt 45 ] && { echo "FATAL: only ${rem}s left for training"; return 1; }
-  [[ "$presets" != *" seed-blog "* ]] && t=$(( $(remaining) - 20 ))
-  [[ "$presets" == *" default "* ]] && train_run default fast "$t" --set "max_train_epochs=$EPOCHS_FAST" "${extra[@]}"
-  rem=$(remaining); t=$(( rem - 20 ))
-  if [[ "$presets" != *" seed-blog "* ]]; then
-    :
-  elif [ "$t" -ge 45 ]; then
-    train_run seed-blog slow "$t" --set max_train_epochs=1 --set sample_every_n_epochs=1 --set save_every_n_epochs=1
-  else
-    say "skip seed-blog: only ${rem}s left"
-  fi
-  if [[ "$presets" == *" low-vram "* ]]; then  # opt-in (SMOKE_PRESETS): its peak VRAM against the 15 GB target
-    rem=$(remaining); t=$(( rem - 20 ))
-    if [ "$t" -ge 45 ]; then
-      train_run low-vram slow "$t" --set max_train_epochs=1 --set sample_every_n_epochs=1 --set save_every_n_epochs=1
+  i=0
+  while [ "$i" -lt "${#plan[@]}" ]; do
+    # a batch: this variant plus the following ones of the same group (side by side on a GPU)
+    read -r preset ds epochs group cap min envs args <<< "$(variant "${plan[$i]}")"
+    batch=("${plan[$i]}"); j=$(( i + 1 ))
+    while [ "$group" != - ] && [ "$CPU" != 1 ] && [ "$j" -lt "${#plan[@]}" ] \
+        && [ "$(variant "${plan[$j]}" | awk '{print $4}')" = "$group" ]; do
+      batch+=("${plan[$j]}"); j=$(( j + 1 ))
+    done
+    rest=0  # what the later variants need at least
+    for name in "${plan[@]:$j}"; do rest=$(( rest + $(variant "$name" | awk '{print $6}') * PACE )); done
+    t=$(( $(remaining) - rest - 20 )); [ "$t" -gt $(( cap * PACE )) ] && t=$(( cap * PACE ))
+    if [ "$t" -lt $(( min * PACE / 2 )) ]; then
+      say "skip ${batch[*]}: only ${t}s of the time left is theirs"
     else
-      say "skip low-vram: only ${rem}s left"
+      local shared=""; [ "${#batch[@]}" -gt 1 ] && shared=1  # card-wide nvidia-smi figures mix these runs
+      for name in "${batch[@]}"; do
+        read -r preset ds epochs group cap min envs args <<< "$(variant "$name")"
+        local extra=() var="SMOKE_ARGS_${name//-/_}"
+        read -r -a extra <<< "$args ${!var:-}"
+        SHARED=$shared train_run "$name" "$preset" "$ds" "$t" "$envs" --set "max_train_epochs=$epochs" \
+            --set sample_every_n_epochs=1 --set save_every_n_epochs=1 "${extra[@]}" &
+      done
+      wait
     fi
-  fi
+    i=$j
+  done
 }
 
 summarise() {
-  local runs=() preset
-  for preset in default seed-blog low-vram; do
-    [ -s "$WORK/fig_$preset.json" ] && runs+=("$preset=$WORK/fig_$preset.json")
+  local runs=() fig name
+  for fig in "$WORK"/fig_*.json; do
+    [ -s "$fig" ] || continue
+    name="${fig##*/fig_}"; name="${name%.json}"; runs+=("$name=$fig")
+    cp "$WORK/train_$name.log" "$OUT/train_$name.log" 2>/dev/null
   done
-  "$PY" - "$WORK/timings.jsonl" "$WORK/timings.json" "$(elapsed)" "$CPU" <<'EOF'
+  "$PY" - "$WORK/timings.jsonl" "$WORK/timings.json" "$(elapsed)" "$CPU" "${SMOKE_PLAN:-default seed-blog}" <<'EOF'
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
-json.dump({"script_total_s": int(sys.argv[3]), "cpu_rehearsal": sys.argv[4] == "1", "steps": steps},
-          open(sys.argv[2], "w"), indent=1)
+json.dump({"script_total_s": int(sys.argv[3]), "cpu_rehearsal": sys.argv[4] == "1", "plan": sys.argv[5].split(),
+           "steps": steps}, open(sys.argv[2], "w"), indent=1)
 EOF
   [ ${#runs[@]} -gt 0 ] || runs=("none=/dev/null")
   "$PY" bench/gpu_figures.py combine "$OUT/gpu_smoke.json" "${runs[@]}" --context "versions=$WORK/versions.json" \
       --context "checkpoint=$WORK/ckpt.json" --context "flops=$WORK/flops.json" --context "timings=$WORK/timings.json"
-  for preset in default seed-blog low-vram; do
-    [ -s "$WORK/train_$preset.log" ] && cp "$WORK/train_$preset.log" "$OUT/train_$preset.log"
-  done
   local sample
   sample="$(ls -t "$WORK"/runs/smoke-default/sample/*.png 2>/dev/null | head -1)"
   [ -n "$sample" ] && "$PY" -c "import cv2,sys; im=cv2.imread(sys.argv[1]); cv2.imwrite(sys.argv[2], cv2.resize(im, (256, 256)))" \

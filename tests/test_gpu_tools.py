@@ -7,6 +7,8 @@ import json
 import shutil
 import gzip
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -201,11 +203,76 @@ def test_nvidia_smi_samples_give_peak_memory_and_busy_utilisation(tmp_path):
     assert fig["gpu_samples"] == 3
 
 
-def test_combined_figures_give_the_speedup_of_the_first_run_over_the_others():
+def test_combined_figures_divide_every_run_by_the_seed_blog_and_default_runs():
     out = gpu_figures.combine({"default": {"images_per_s": 12.0}, "seed-blog": {"images_per_s": 1.5},
-                               "broken": {}}, {"versions": {"gpu": "X"}})
-    assert out["speedup_images_per_s"] == {"default/seed-blog": 8.0}
-    assert out["versions"] == {"gpu": "X"} and set(out["runs"]) == {"default", "seed-blog", "broken"}
+                               "compile": {"images_per_s": 18.0}, "broken": {}}, {"versions": {"gpu": "X"}})
+    assert out["speedup_images_per_s"] == {"default/seed-blog": 8.0, "compile/seed-blog": 12.0,
+                                           "compile/default": 1.5}
+    assert out["versions"] == {"gpu": "X"} and set(out["runs"]) == {"default", "seed-blog", "compile", "broken"}
+
+
+def test_runs_that_shared_the_card_get_the_overhead_measured_on_runs_that_had_it_alone():
+    parts = {"default": {"peak_vram_mib_nvidia_smi": 80000, "torch_max_reserved_mib": 79000},
+             "seed-blog": {"peak_vram_mib_nvidia_smi": 17000, "torch_max_reserved_mib": 15800},
+             "low-vram": {"shared_gpu": True, "peak_vram_mib_nvidia_smi": 40000, "torch_max_reserved_mib": 13000},
+             "killed": {"peak_vram_mib_nvidia_smi": 5000}}
+    out = gpu_figures.combine(parts, {})
+    assert out["cuda_overhead_mib"] == 1100.0  # median of 1000 and 1200; the shared run's 27000 is not used
+    assert out["runs"]["low-vram"]["peak_vram_mib_estimated"] == 14100.0
+    assert "peak_vram_mib_estimated" not in out["runs"]["killed"]
+
+
+def test_timestamped_nvidia_smi_samples_are_split_into_the_runs_phases(tmp_path):
+    from datetime import datetime
+
+    t0 = datetime(2026, 11, 26, 8, 0, 0).timestamp()
+    # two epochs: steps, then save + sample at each epoch end, then the final save
+    log = {"t0_epoch": t0, "events": {"loop_start": 60.0, "save": [99.5, 139.5, 145.0], "sample": [100.0, 140.0]},
+           "steps": {1: 62.0, 2: 64.0, 3: 99.0, 4: 110.0, 5: 139.0}}
+    rows = [(10, 7000), (50, 9000), (70, 30000), (105, 33000), (120, 31000), (141, 35000), (150, 12000)]
+    csv = tmp_path / "mem.csv"
+    csv.write_text("".join(f"2026/11/26 08:0{s // 60}:{s % 60:02d}.000, {m}, 50\n" for s, m in rows))
+    memory = gpu_figures.gpu_memory(csv)
+    assert memory["peak_vram_mib_nvidia_smi"] == 35000 and len(memory["samples"]) == len(rows)
+    assert gpu_figures.memory_phases(memory["samples"], log) == {"setup": 9000, "training": 31000,
+                                                                 "sampling": 35000, "end": 12000}
+    assert gpu_figures.memory_phases(memory["samples"], {**log, "t0_epoch": None}) == {}  # no tslog t0: no phases
+
+
+def test_allocator_peaks_are_read_for_the_run_they_belong_to(tmp_path):
+    peaks = tmp_path / "peaks"
+    peaks.mkdir()
+    run_a, run_b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    for pid, run, mib in ((1, run_a, 14000.0), (2, run_b, 21000.0), (3, run_a, 900.0)):
+        (peaks / f"{pid}.json").write_text(json.dumps({
+            "pid": pid, "argv": ["sdxl_train_network.py", "--config_file", str(run / "train.toml")],
+            "devices": [{"index": 0, "name": "H200", "max_reserved_mib": mib, "max_allocated_mib": mib - 500}]}))
+    assert gpu_figures.cuda_peaks(peaks, run_a) == {"torch_max_reserved_mib": 14000.0,
+                                                    "torch_max_allocated_mib": 13500.0, "torch_peak_pid": 1}
+    assert gpu_figures.cuda_peaks(peaks, tmp_path / "runs" / "c") == {}
+
+
+def test_exit_hook_records_the_processes_cuda_peaks(tmp_path):
+    """The hook itself needs CUDA, which this machine lacks: a stand-in torch module plays the CUDA runtime."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "torch.py").write_text(
+        "class cuda:\n"
+        "    is_available = is_initialized = staticmethod(lambda: True)\n"
+        "    device_count = staticmethod(lambda: 1)\n"
+        "    get_device_name = staticmethod(lambda i: 'Card')\n"
+        "    max_memory_reserved = staticmethod(lambda i: 3 * 2**30)\n"
+        "    max_memory_allocated = staticmethod(lambda i: 2 * 2**30)\n")
+    out = tmp_path / "peaks"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'bench' / 'cuda_peak'}{os.pathsep}{fake}",
+           "MEDSYNTH_CUDA_PEAK_DIR": str(out)}
+    subprocess.run([sys.executable, "-c", "import torch", "--config_file", "r/train.toml"], env=env, check=True)
+    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)  # no torch: nothing to report
+    (record,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert record["devices"] == [{"index": 0, "name": "Card", "max_reserved_mib": 3072.0,
+                                  "max_allocated_mib": 2048.0}]
+    assert record["argv"][-1] == "r/train.toml"
 
 
 def test_timestamp_filter_splits_progress_bar_redraws_into_lines():
