@@ -78,13 +78,15 @@ import importlib.metadata as md, json, platform, sys
 from orchestrator.paths import SD_SCRIPTS_DIR
 v = {"python": platform.python_version()}
 for name in ("torch", "torchvision", "accelerate", "diffusers", "transformers", "huggingface-hub", "tokenizers",
-             "bitsandbytes", "peft", "safetensors", "numpy", "toml"):
+             "bitsandbytes", "peft", "safetensors", "numpy", "toml", "triton"):
     try:
         v[name] = md.version(name)
     except md.PackageNotFoundError:
         v[name] = None
+import shutil
 import torch
 v["cuda"] = torch.version.cuda
+v["c_compiler"] = shutil.which("cc") or shutil.which("gcc")  # triton builds a small C module at first use
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     v["gpu"], v["gpu_total_mib"], v["gpu_sms"] = p.name, p.total_memory // 2**20, p.multi_processor_count
@@ -98,6 +100,11 @@ EOF
   timed tokenizers "$PY" tools/build_tokenizers.py "$WORK/tok" --bpe .whl/bpe_simple_vocab_16e6.txt.gz || return 1
   "$PY" bench/flops_unet.py --height "$RES" --width "$RES" --json "$WORK/flops.json" > "$WORK/flops.log" 2>&1 &
   FLOPS_PID=$!
+  if [[ " ${SMOKE_PLAN:-} " == *" compile"* ]]; then  # the inductor toolchain, before minutes go into a compile run
+    timed compile_check "$PY" -c "import torch; d='$DEV'; f=torch.compile(lambda x: (x.sin() + 1).sum(), backend='inductor'); print(float(f(torch.ones(8, device=d))))" \
+        > "$WORK/compile_check.log" 2>&1 &
+    COMPILE_PID=$!
+  fi
   if [ -s "$CKPT" ] && [ -n "${SMOKE_CKPT:-}" ]; then
     say "reusing $CKPT"
   else
@@ -123,6 +130,10 @@ EOF
         || { echo "FATAL: dataset build failed"; return 1; }
   done
   wait "$FLOPS_PID" || echo "flops_unet failed: $(tail -3 "$WORK/flops.log")"
+  COMPILE_OK=1
+  if [ -n "${COMPILE_PID:-}" ] && ! wait "$COMPILE_PID"; then
+    COMPILE_OK=0; echo "torch.compile (inductor) does not work here: $(tail -3 "$WORK/compile_check.log")"
+  fi
 }
 
 variant() {  # variant NAME -> "PRESET DATASET EPOCHS GROUP CAP_S MIN_S ENV ARGS..." (caps: GPU seconds)
@@ -192,7 +203,9 @@ main() {
     rest=0  # what the later variants need at least
     for name in "${plan[@]:$j}"; do rest=$(( rest + $(variant "$name" | awk '{print $6}') * PACE )); done
     t=$(( $(remaining) - rest - 20 )); [ "$t" -gt $(( cap * PACE )) ] && t=$(( cap * PACE ))
-    if [ "$t" -lt $(( min * PACE / 2 )) ]; then
+    if [[ "${batch[0]}" == compile* ]] && [ "$COMPILE_OK" = 0 ]; then
+      say "skip ${batch[*]}: torch.compile failed its check (compile_check.log)"
+    elif [ "$t" -lt $(( min * PACE / 2 )) ]; then
       say "skip ${batch[*]}: only ${t}s of the time left is theirs"
     else
       local shared=""; [ "${#batch[@]}" -gt 1 ] && shared=1  # card-wide nvidia-smi figures mix these runs

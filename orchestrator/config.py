@@ -379,6 +379,11 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.output_name is not None and not _OUTPUT_NAME.match(cfg.output_name):
         raise MedsynthError(f"'output_name' {cfg.output_name!r}: use letters, digits, '.', '_' or '-' "
                             f"(it becomes file names inside the run folder)")
+    for key in ("save_last_n_epochs", "save_last_n_epochs_state"):
+        # sd-scripts deletes epoch (now - save_every_n_epochs * N): with 0 that is the file it has just saved
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise MedsynthError(f"'{key}' must be >= 1 (0 deletes each epoch's file right after saving it); "
+                                f"leave it unset to keep every epoch")
     if cfg.dynamo_mode is not None and cfg.dynamo_mode not in DYNAMO_MODES:
         raise MedsynthError(f"'dynamo_mode' must be one of {', '.join(DYNAMO_MODES)}, got {cfg.dynamo_mode!r}"
                             f"{did_you_mean(cfg.dynamo_mode, DYNAMO_MODES)}")

@@ -253,3 +253,10 @@ def test_unknown_dynamo_mode_suggests_the_closest(tmp_path):
 def test_compile_settings_with_torch_compile_are_kept(tmp_path):
     cfg = settings(tmp_path, "torch_compile=true", "dynamo_mode=max-autotune", "dynamo_dynamic=true").config
     assert (cfg.torch_compile, cfg.dynamo_mode, cfg.dynamo_dynamic) == (True, "max-autotune", True)
+
+
+@pytest.mark.parametrize("key", ["save_last_n_epochs", "save_last_n_epochs_state"])
+def test_keeping_zero_epochs_is_refused_because_sd_scripts_would_delete_each_new_file(tmp_path, key):
+    with pytest.raises(MedsynthError, match=f"'{key}' must be >= 1"):
+        settings(tmp_path, f"{key}=0")
+    assert getattr(settings(tmp_path, f"{key}=1").config, key) == 1
