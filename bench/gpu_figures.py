@@ -93,6 +93,8 @@ def parse_tslog(path: Path) -> dict[str, Any]:
             cache_end = t
         if any(e in text for e in _ERRORS):
             errors.append(text[:300])
+        if "Recompiling function" in text:  # TORCH_LOGS=recompiles: torch.compile met a new shape or grad mode
+            events["recompiles"] = events.get("recompiles", 0) + 1
     if "cache_latents" in events and cache_end is not None:
         events["cache_latents_s"] = round(cache_end - events["cache_latents"], 2)
     result: dict[str, Any] = {"steps": steps, "steps_total": total, "steps_per_epoch": steps_per_epoch,
@@ -278,6 +280,9 @@ def run_figures(run_dir: Path, tslog: Path | None = None, gpumem: Path | None = 
     fig["steps_total"] = log.get("steps_total")
     fig["events_s"] = log.get("events", {})
     fig["latent_cache_s"] = log.get("events", {}).get("cache_latents_s")
+    if "loop_start" in fig["events_s"] and log.get("steps", {}).get(1) is not None:
+        # the first step's wall time: torch.compile's first compile when compiling, else the warm-up
+        fig["first_step_s"] = round(log["steps"][1] - fig["events_s"]["loop_start"], 2)
     fig["errors"] = log.get("errors", [])
 
     fig["lora_files"] = [{"file": p.name, "bytes": p.stat().st_size} for p in loras]

@@ -34,9 +34,10 @@ if [ "$CPU" = 1 ]; then  # plumbing only: 2 images at 256 px, tiny samples, caps
   DEV=cpu; RES=256; MAX_IMAGES="${SMOKE_MAX_IMAGES:-2}"; REPEATS_FAST=2; REPEATS_SLOW=1; EPOCHS_FAST=2; PACE=6
   TRAIN_ARGS=(--cpu --set train_batch_size=2 --set mixed_precision=bf16 --set network_dim=8 --set network_alpha=8
               --set sample_width=256 --set sample_height=256 --set sample_steps=2)
-else  # 20 demo images: fast = 20 x 16 repeats = 320 images/epoch (27 steps at batch 12), 2 epochs;
-      # short = 20 x 1 = 20 steps at batch 1 (~1 image/s on the seed's settings), 1 epoch
-  DEV=cuda; RES=1024; MAX_IMAGES="${SMOKE_MAX_IMAGES:-0}"; REPEATS_FAST=16; REPEATS_SLOW=1; EPOCHS_FAST=2; PACE=1
+else  # 20 demo images (all in one bucket): fast = 20 x 18 repeats = 360 images/epoch, 30 steps at batch 12, 2 epochs
+      # (360 = full batches of 4, 6, 8 and 12: no short last batch, so a compiled run meets one training shape);
+      # slow = 20 x 1 = 20 steps at batch 1 (~1 image/s on the seed's settings), 1 epoch
+  DEV=cuda; RES=1024; MAX_IMAGES="${SMOKE_MAX_IMAGES:-0}"; REPEATS_FAST=18; REPEATS_SLOW=1; EPOCHS_FAST=2; PACE=1
   TRAIN_ARGS=(--set sample_steps=10)
 fi
 PEAKS="$WORK/cuda_peaks"
@@ -144,8 +145,8 @@ variant() {  # variant NAME -> "PRESET DATASET EPOCHS GROUP CAP_S MIN_S ENV ARGS
     low-vram-expandable) echo "low-vram slow 1 vram 120 75 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" ;;
     tier24)          echo "default   slow 1 vram 120 75 - --set train_batch_size=1 --set gradient_checkpointing=false" ;;
     tier80)          echo "default   fast 1 - 120 75 - --set train_batch_size=6" ;;
-    compile)         echo "default   fast $EPOCHS_FAST - 300 120 - --set torch_compile=true --set dynamo_backend=inductor" ;;
-    compile-dynamic) echo "default   fast $EPOCHS_FAST - 300 120 - --set torch_compile=true --set dynamo_backend=inductor --set dynamo_dynamic=true" ;;
+    compile)         echo "default   fast $EPOCHS_FAST - 300 120 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor" ;;
+    compile-dynamic) echo "default   fast $EPOCHS_FAST - 300 120 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor --set dynamo_dynamic=true" ;;
     bs16-expandable) echo "default   fast 1 - 150 90 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --set train_batch_size=16" ;;
     fused-adamw)     echo "default   fast 1 - 150 90 - --set optimizer_type=AdamW --set optimizer_args=[\"fused=True\"]" ;;
     *) return 1 ;;

@@ -324,3 +324,19 @@ def test_unet_step_flops_count_activation_gradients_and_grow_with_resolution(sd_
     assert small["step"] == small["forward"] + small["backward"]
     assert small["backward"] > 0.5 * small["forward"] > 0  # activation gradients, not only the LoRA weights
     assert 3 < large["forward"] / small["forward"] < 6  # 4x the pixels; text-side projections do not grow
+
+
+def test_compiled_run_log_gives_recompiles_and_the_first_step_time(tmp_path):
+    log = tmp_path / "train_ts.log"
+    log.write_text("# t0_epoch=1000.000\n"
+                   "[   10.000] load StableDiffusion checkpoint\n"
+                   "[   40.000] steps:   0%|          | 0/4 [00:00<?, ?it/s]\n"
+                   "[  130.500] steps:  25%|##        | 1/4 [01:30<04:30, 90.5s/it]\n"
+                   "[  131.000] V1126 [0/1] Recompiling function forward in sdxl_original_unet.py:1077\n"
+                   "[  190.000] steps:  50%|#####     | 2/4 [02:30<02:30, 60.0s/it]\n"
+                   "[  191.000] V1126 [0/2] Recompiling function forward in sdxl_original_unet.py:1077\n")
+    parsed = gpu_figures.parse_tslog(log)
+    assert parsed["events"]["recompiles"] == 2 and parsed["t0_epoch"] == 1000.0
+    run = tmp_path / "run"
+    run.mkdir()
+    assert gpu_figures.run_figures(run, log)["first_step_s"] == 90.5
