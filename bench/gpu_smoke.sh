@@ -188,6 +188,24 @@ train_run() {  # train_run NAME PRESET DATASET TIMEOUT_S ENV EXTRA_ARGS...
       || echo "figures of $name failed"
 }
 
+later_minimum() {  # later_minimum J PLAN...: the seconds the variants from index J on need at least;
+  # side-by-side variants (one group, on a GPU) need their largest minimum once
+  local j=$1 total=0 prev="" gmax=0 name grp min m
+  shift
+  local plan=("$@")
+  for name in "${plan[@]:$j}"; do
+    read -r _ _ _ grp _ min _ <<< "$(variant "$name")"
+    m=$(( min * PACE ))
+    if [ "$grp" != - ] && [ "$grp" = "$prev" ] && [ "$CPU" != 1 ]; then
+      [ "$m" -gt "$gmax" ] && { total=$(( total + m - gmax )); gmax=$m; }
+    else
+      total=$(( total + m )); gmax=$m
+    fi
+    prev=$grp
+  done
+  echo "$total"
+}
+
 main() {
   local plan=() names=() i j name spec preset ds epochs group cap min envs args rest t batch=()
   read -r -a plan <<< "${SMOKE_PLAN:-default seed-blog}"
@@ -202,8 +220,7 @@ main() {
         && [ "$(variant "${plan[$j]}" | awk '{print $4}')" = "$group" ]; do
       batch+=("${plan[$j]}"); j=$(( j + 1 ))
     done
-    rest=0  # what the later variants need at least
-    for name in "${plan[@]:$j}"; do rest=$(( rest + $(variant "$name" | awk '{print $6}') * PACE )); done
+    rest=$(later_minimum "$j" "${plan[@]}")
     t=$(( $(remaining) - rest - 20 )); [ "$t" -gt $(( cap * PACE )) ] && t=$(( cap * PACE ))
     if [[ "${batch[0]}" == compile* ]] && [ "$COMPILE_OK" = 0 ]; then
       say "skip ${batch[*]}: torch.compile failed its check (compile_check.log)"
