@@ -145,7 +145,7 @@ variant() {  # variant NAME -> "PRESET DATASET EPOCHS GROUP CAP_S MIN_S ENV ARGS
     low-vram-expandable) echo "low-vram slow 1 vram 120 75 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" ;;
     tier24)          echo "default   slow 1 vram 120 75 - --set train_batch_size=1 --set gradient_checkpointing=false" ;;
     tier80)          echo "default   fast 1 - 120 75 - --set train_batch_size=6" ;;
-    compile)         echo "default   fast $EPOCHS_FAST - 300 120 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor" ;;
+    compile)         echo "default   fast 1 - 300 120 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor" ;;
     bs16-expandable) echo "default   fast 1 - 150 90 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --set train_batch_size=16" ;;
     # one run for three phase-separable knobs: latent caching (VAE batch 8, no cache flush per batch), optimizer
     # steps (torch's fused AdamW: a few multi-tensor kernels instead of bitsandbytes' per-parameter launches)
