@@ -226,6 +226,30 @@ def interrupted_run(fake, monkeypatch, *sets, name="r1", **kw):
     return run_dir
 
 
+def test_resume_of_a_compiled_run_loads_the_lora_weights_its_state_lacks(fake, monkeypatch):
+    # sd-scripts + accelerate leave the LoRA out of a compiled run's state: the epoch's LoRA file brings it back
+    run_dir = interrupted_run(fake, monkeypatch, "torch_compile=true")
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert code == 0
+    (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
+    assert resumed["command"][-4:] == ["--resume", str(run_dir / "melanoma_lora-000001-state"),
+                                       "--network_weights", str(run_dir / "melanoma_lora-000001.safetensors")]
+
+
+def test_resume_of_a_compiled_run_without_its_lora_file_is_refused(fake, monkeypatch):
+    run_dir = interrupted_run(fake, monkeypatch, "torch_compile=true")
+    (run_dir / "melanoma_lora-000001.safetensors").unlink()
+    with pytest.raises(MedsynthError, match="holds no LoRA weights and melanoma_lora-000001.safetensors"):
+        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+
+
+def test_resume_of_an_eager_run_takes_the_weights_from_its_state(fake, monkeypatch):
+    run_dir = interrupted_run(fake, monkeypatch)
+    launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
+    assert "--network_weights" not in resumed["command"]
+
+
 def test_resume_of_a_finished_run_is_refused(fake):
     # its newest state is the end of training: sd-scripts would stop on "max_train_steps should be greater"
     code, run_dir, _ = run(fake)
