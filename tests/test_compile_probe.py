@@ -3,27 +3,15 @@ reporting. No SDXL is built here (that is the bench run itself)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+import sys
 from traceback import FrameSummary
-from types import ModuleType
 
 import pytest
 
-from orchestrator.paths import REPO_ROOT
+from script_loader import load_script
 
-
-def _load(relpath: str) -> ModuleType:
-    path = REPO_ROOT / relpath
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load("bench/compile_probe.py")
+probe = load_script("bench/compile_probe.py")
 
 
 def test_dynamic_list_keeps_order_and_drops_repeats():

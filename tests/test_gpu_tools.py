@@ -11,25 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_DIR
+from script_loader import load_script
 
-
-def _load(relpath: str) -> ModuleType:
-    """Import a script from tools/ or bench/ (they are scripts, not a package)."""
-    path = REPO_ROOT / relpath
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_tokenizers = _load("tools/build_tokenizers.py")
-make_random_sdxl = _load("tools/make_random_sdxl.py")
+build_tokenizers = load_script("tools/build_tokenizers.py")
+make_random_sdxl = load_script("tools/make_random_sdxl.py")
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +95,9 @@ def test_random_checkpoint_refuses_a_non_safetensors_name(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ figures
 
-gpu_figures = _load("bench/gpu_figures.py")
-tslog = _load("bench/tslog.py")
-trim_bnb_wheel = _load("tools/trim_bnb_wheel.py")
+gpu_figures = load_script("bench/gpu_figures.py")
+tslog = load_script("bench/tslog.py")
+trim_bnb_wheel = load_script("tools/trim_bnb_wheel.py")
 # a real `medsynth train --cpu` run (2 images at 256 px, 2 epochs, 12 steps), its output timestamped by
 # bench/tslog.py; paths in the files were shortened, nothing else changed
 CPU_RUN = REPO_ROOT / "tests" / "data" / "cpu_train_run"
@@ -318,7 +307,7 @@ def test_trimmed_wheel_keeps_only_the_named_native_libraries_with_a_valid_record
 
 
 def test_unet_step_flops_count_activation_gradients_and_grow_with_resolution(sd_scripts_dir):
-    flops_unet = _load("bench/flops_unet.py")
+    flops_unet = load_script("bench/flops_unet.py")
     small = flops_unet.unet_step_flops(256, 256, network_dim=8)
     large = flops_unet.unet_step_flops(512, 512, network_dim=8)
     assert small["step"] == small["forward"] + small["backward"]
