@@ -207,7 +207,7 @@ later_minimum() {  # later_minimum J PLAN...: the seconds the variants from inde
 }
 
 main() {
-  local plan=() names=() i j name spec preset ds epochs group cap min envs args rest t batch=()
+  local plan=() i j name preset ds epochs group cap min envs args rest t batch=()
   read -r -a plan <<< "${SMOKE_PLAN:-default seed-blog}"
   for name in "${plan[@]}"; do variant "$name" >/dev/null || { echo "FATAL: unknown variant $name in SMOKE_PLAN"; return 1; }; done
   setup || return 1
