@@ -442,19 +442,20 @@ def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: b
     argv = _without_resume(list(command))
     argv[0] = python_executable()
     argv += ["--resume", str(state)]
-    if record.get("config", {}).get("torch_compile"):
-        argv += ["--network_weights", str(compiled_state_weights(state))]
+    config = record.get("config", {})
+    if config.get("torch_compile"):
+        argv += ["--network_weights", str(compiled_state_weights(state, config.get("save_model_as") or "safetensors"))]
     return Resumption(record, state, argv, env, changes, cpu)
 
 
-def compiled_state_weights(state: Path) -> Path:
+def compiled_state_weights(state: Path, save_model_as: str = "safetensors") -> Path:
     """The LoRA file saved with a *-state folder, for runs trained with torch_compile.
 
     With a compiled network, sd-scripts' save/load-state hooks keep only models of the type
     `accelerator.unwrap_model(network)` returns — the compiled wrapper, not the network accelerate hands them —, so
     the state folder holds no LoRA weights and `--resume` alone would restart the LoRA from scratch while logging
     success. The epoch's LoRA file (X-000002-state -> X-000002.safetensors) carries them, in save_precision."""
-    weights = state.with_name(state.name[:-len("-state")] + ".safetensors")
+    weights = state.with_name(f"{state.name[:-len('-state')]}.{save_model_as}")
     if not weights.is_file():
         raise MedsynthError(f"{state}: a torch_compile run's state holds no LoRA weights and {weights.name} (saved "
                             f"with it) is gone (save_last_n_epochs?): cannot resume without restarting the LoRA")

@@ -330,3 +330,12 @@ def test_compile_mode_and_dynamic_reach_torch_compile_through_accelerate(tmp_pat
     kwargs = json.loads(done.stdout.strip().splitlines()[-1])
     assert kwargs.get("mode", "default") == (mode or "default") and bool(kwargs.get("dynamic")) is dynamic
     assert argv[argv.index("--dynamo_backend") + 1] == "no"  # the backend stays sd-scripts' choice
+
+
+def test_compiled_state_weights_follow_the_runs_file_format(tmp_path):
+    state = tmp_path / "x-000003-state"
+    state.mkdir()
+    (tmp_path / "x-000003.ckpt").write_bytes(b"lora")
+    assert launch.compiled_state_weights(state, "ckpt") == tmp_path / "x-000003.ckpt"
+    with pytest.raises(MedsynthError, match="x-000003.safetensors"):
+        launch.compiled_state_weights(state)
