@@ -21,8 +21,11 @@ def csv_file(tmp_path: Path, *lines: str, name: str = "meta.csv", end: str = "\n
 
 
 def fails(paths: list[Path], pattern: str, fmt: str | None = None) -> str:
+    """The one-line error reading `paths` gives; the files are left as they were."""
+    before = {p: p.read_bytes() for p in paths if p.is_file()}
     with pytest.raises(MedsynthError, match=pattern) as info:
         read_metadata(paths, fmt)
+    assert {p: p.read_bytes() for p in paths if p.is_file()} == before
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -71,13 +74,15 @@ def test_detect_format_names_the_file_for_an_unknown_header():
 
 
 def test_repeated_header_column_is_an_error(tmp_path: Path):
-    fails([csv_file(tmp_path, HEADER_2020 + ",sex", ROW_2020 + ",male")], r"line 1: column sex appears more than once")
+    path = csv_file(tmp_path, HEADER_2020 + ",sex", ROW_2020 + ",male")
+    assert fails([path], r"line 1: column sex appears more than once").startswith(str(path))
 
 
 def test_forced_format_with_missing_columns_is_an_error(tmp_path: Path):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020)
-    fails([path], r"meta\.csv, line 1: --format ham10000 was given but the header lacks column\(s\) "
-                  r"lesion_id, image_id, dx, age, localization", fmt="ham10000")
+    message = fails([path], r"meta\.csv, line 1: --format ham10000 was given but the header lacks column\(s\) "
+                            r"lesion_id, image_id, dx, age, localization", fmt="ham10000")
+    assert message.startswith(str(path))
 
 
 def test_forced_format_that_matches_reads_the_file(tmp_path: Path):
@@ -93,42 +98,44 @@ def test_unknown_forced_format_lists_the_known_ones(tmp_path: Path):
 @pytest.mark.parametrize("row", [ROW_2020 + ",extra", "ISIC_0000002,IP_0000001,male,45,torso"])
 def test_row_with_wrong_column_count_names_its_line(tmp_path: Path, row: str):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020, row)
-    fails([path], r"meta\.csv, line 3: expected 8 columns as in the header, found")
+    assert fails([path], r"meta\.csv, line 3: expected 8 columns as in the header, found").startswith(str(path))
 
 
 @pytest.mark.parametrize("age", ["forty", "-5", "nan", "inf"])
 def test_non_numeric_or_impossible_age_names_its_line(tmp_path: Path, age: str):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020, f"ISIC_0000002,IP_1,male,{age},torso,nevus,benign,0")
-    fails([path], rf"meta\.csv, line 3: age_approx '{age}' is not an age in years")
+    assert fails([path], rf"meta\.csv, line 3: age_approx '{age}' is not an age in years").startswith(str(path))
 
 
 @pytest.mark.parametrize("target", ["yes", "", "2"])
 def test_target_that_is_not_zero_or_one_names_its_line(tmp_path: Path, target: str):
     path = csv_file(tmp_path, HEADER_2020, f"ISIC_0000002,IP_1,male,45,torso,nevus,benign,{target}")
-    fails([path], rf"meta\.csv, line 2: target '{target}' is not 0 or 1")
+    assert fails([path], rf"meta\.csv, line 2: target '{target}' is not 0 or 1").startswith(str(path))
 
 
 def test_unexpected_sex_value_names_its_line(tmp_path: Path):
     path = csv_file(tmp_path, HEADER_2020, "ISIC_0000002,IP_1,M,45,torso,nevus,benign,0")
-    fails([path], r"meta\.csv, line 2: sex 'M' is not male, female, unknown or empty")
+    assert fails([path], r"meta\.csv, line 2: sex 'M' is not male, female, unknown or empty").startswith(str(path))
 
 
 @pytest.mark.parametrize("image", ["../x", "a/b", "", ".hidden", "a\\b", "C:x"])
 def test_image_id_that_is_not_a_plain_file_name_names_its_line(tmp_path: Path, image: str):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020, f"{image},IP_1,male,45,torso,nevus,benign,0")
-    fails([path], r"meta\.csv, line 3: image_name '.*' is not a plain image file name")
+    assert fails([path], r"meta\.csv, line 3: image_name '.*' is not a plain image file name").startswith(str(path))
 
 
 def test_same_image_twice_with_different_metadata_names_both_lines(tmp_path: Path):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020, "ISIC_0000002,IP_1,female,50,torso,nevus,benign,0",
                     ROW_2020.replace(",45,", ",50,"))
-    fails([path], r"meta\.csv, line 4: image ISIC_0000001 repeats line 2 with different age")
+    message = fails([path], r"meta\.csv, line 4: image ISIC_0000001 repeats line 2 with different age")
+    assert message.startswith(str(path))
 
 
 def test_interleaved_repeats_are_reported_per_image(tmp_path: Path):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020, "ISIC_0000002,IP_1,female,50,torso,nevus,benign,0",
                     ROW_2020.replace("male", "female"), "ISIC_0000002,IP_1,female,55,torso,nevus,benign,0")
-    fails([path], r"meta\.csv, line 4: image ISIC_0000001 repeats line 2 with different sex$")
+    message = fails([path], r"meta\.csv, line 4: image ISIC_0000001 repeats line 2 with different sex$")
+    assert message.startswith(str(path))
 
 
 def test_same_image_twice_with_identical_metadata_is_kept_once(tmp_path: Path):
@@ -170,4 +177,5 @@ def test_non_utf8_byte_deep_in_a_large_file_names_its_line(tmp_path: Path):
     path.write_bytes("\n".join([HEADER_2020, *rows]).encode() + "\nISIC_9999999,IP_1,m\xe4le,45,torso,,benign,0\n"
                      .encode("latin-1"))
     offset = path.read_bytes().index(b"\xe4")
-    fails([path], rf"latin1\.csv, line 20002: not UTF-8 text \(byte 0xe4 at offset {offset}\)$")
+    message = fails([path], rf"latin1\.csv, line 20002: not UTF-8 text \(byte 0xe4 at offset {offset}\)$")
+    assert message.startswith(str(path))
