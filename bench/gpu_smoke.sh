@@ -142,14 +142,16 @@ variant() {  # variant NAME -> "PRESET DATASET EPOCHS GROUP CAP_S MIN_S ENV ARGS
     default)         echo "default   fast $EPOCHS_FAST - 170 90 -" ;;
     seed-blog)       echo "seed-blog slow 1 - 110 70 -" ;;
     low-vram)        echo "low-vram  slow 1 vram 120 75 -" ;;
-    low-vram-expandable) echo "low-vram slow 1 vram 120 75 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" ;;
+    low-vram-plain)  echo "low-vram  slow 1 vram 120 75 - --set expandable_segments=false" ;;  # PyTorch's plain allocator
     tier24)          echo "default   slow 1 vram 120 75 - --set train_batch_size=1 --set gradient_checkpointing=false" ;;
-    tier80)          echo "default   fast 1 - 120 75 - --set train_batch_size=6" ;;
-    compile)         echo "default   fast 1 - 300 120 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor" ;;
-    bs16-expandable) echo "default   fast 1 - 150 90 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --set train_batch_size=16" ;;
-    # one run for three phase-separable knobs: latent caching (VAE batch 8, no cache flush per batch), optimizer
-    # steps (torch's fused AdamW: a few multi-tensor kernels instead of bitsandbytes' per-parameter launches)
-    tuned)           echo "default   fast 1 - 150 90 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True --set optimizer_type=AdamW --set optimizer_args=[\"fused=True\"] --set vae_batch_size=8 --set kohya.highvram=true" ;;
+    # a batch set by hand drops the tier's other settings: give the ≥70 GiB tier's explicitly
+    tier80)          echo "default   fast 1 - 120 75 - --set train_batch_size=6 --set optimizer_type=AdamW --set optimizer_args=[\"fused=True\"] --set vae_batch_size=8 --set kohya.highvram=true" ;;
+    # compile: the first inductor step of SDXL + LoRA took over 211 s on an H200 (bench/RESULTS.md): give it a call
+    compile)         echo "default   fast 1 - 500 300 TORCH_LOGS=recompiles --set torch_compile=true --set dynamo_backend=inductor" ;;
+    bs16)            echo "default   fast 1 - 150 90 - --set train_batch_size=16" ;;
+    # default before its tier settings (bitsandbytes' AdamW8bit, VAE batch 1 with a cache flush per batch, PyTorch's
+    # plain allocator): the comparison that made them the default
+    untuned)         echo "default   fast 1 - 150 90 - --set optimizer_type=AdamW8bit --set optimizer_args=[] --set vae_batch_size= --set kohya.highvram=false --set expandable_segments=false" ;;
     *) return 1 ;;
   esac
 }

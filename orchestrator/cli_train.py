@@ -133,7 +133,8 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
             gpus = [gpus[i] for i in gpu_ids if i < len(gpus)] if gpu_ids else gpus[:processes]
         plan = launch.prepare(settings, gpus=gpus, run_name=run_name, num_processes=processes * machines.num_machines,
                               name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
-        _, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu)
+        _, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu,
+                                      expandable_segments=plan.config.expandable_segments)
         argv = launch.accelerate_command(launch.python_executable(), sd_scripts, plan.run_dir,
                                          num_processes=processes, gpu_ids=gpu_ids,
                                          mixed_precision=plan.config.mixed_precision, cpu=cpu, machines=machines,

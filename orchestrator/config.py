@@ -2,14 +2,16 @@
 
 Keys are sd-scripts' own option names where a value goes straight into the training TOML, so a user who knows
 sd-scripts knows the key. A few keys are medsynth's own (they shape what gets rendered): `lr_scaling`,
-`reference_batch_size`, `lr_warmup_images`, the `sample_*` prompt settings, `dataset`, `runs_dir`, and
-`dynamo_mode`/`dynamo_dynamic` (they go to `accelerate launch`, which hands them to torch.compile).
+`reference_batch_size`, `lr_warmup_images`, the `sample_*` prompt settings, `dataset`, `runs_dir`,
+`dynamo_mode`/`dynamo_dynamic` (they go to `accelerate launch`, which hands them to torch.compile), and
+`expandable_segments` (PyTorch's allocator setting, which only the environment carries).
 Any other sd-scripts option can be passed through as `kohya.<option>` (a `[train.kohya]` table in
 medsynth.toml, `--set kohya.noise_offset=0.05` on the command line); those are checked against the
 pinned sd-scripts contract when the rendered file is validated, not here.
 
 Batch size "auto" (the `default` preset) is resolved at launch from the GPU's memory with the preset's
-`[[batch_tiers]]` table; see `choose_batch`.
+`[[batch_tiers]]` table; see `choose_batch`. A tier may carry more train settings (the optimizer, VAE batch, ...)
+that apply with it unless the user set them.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class TrainConfig:
     dynamo_backend: str | None = None              # None: sd-scripts' default (inductor)
     dynamo_mode: str | None = None                 # None: torch's "default"; see DYNAMO_MODES
     dynamo_dynamic: bool = False                   # compile shape-generic graphs (buckets, short last batches)
+    expandable_segments: bool = False              # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less fragmentation)
     # --- saving
     output_name: str | None = None                 # None: "<class>_lora"
     save_model_as: str = "safetensors"
@@ -125,12 +128,14 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 
 @dataclass(frozen=True)
 class BatchTier:
-    """At least `min_gpu_gib` of GPU memory -> this batch size and gradient checkpointing setting."""
+    """At least `min_gpu_gib` of GPU memory -> this batch size and gradient checkpointing setting, plus any other
+    train settings the tier carries (`settings`, converted like a [train] table)."""
 
     min_gpu_gib: float
     train_batch_size: int
     gradient_checkpointing: bool
     note: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -278,14 +283,28 @@ def load_preset(name: str, presets_dir: Path = PRESETS_DIR) -> Preset:
                   layer.values, tuple(sorted(tiers, key=lambda t: -t.min_gpu_gib)))
 
 
+_TIER_KEYS = ("min_gpu_gib", "train_batch_size", "gradient_checkpointing", "note")
+
+
 def _tier(table: Any, path: Path) -> BatchTier:
+    if not isinstance(table, Mapping):
+        raise MedsynthError(f"{path}: bad [[batch_tiers]] entry {table!r}: not a table")
+    own = {k: v for k, v in table.items() if k in _TIER_KEYS}
     try:
-        tier = BatchTier(**table)
+        tier = BatchTier(**own)
     except TypeError as exc:
         raise MedsynthError(f"{path}: bad [[batch_tiers]] entry {table!r}: {exc}") from exc
     if not isinstance(tier.train_batch_size, int) or tier.train_batch_size < 1:
         raise MedsynthError(f"{path}: [[batch_tiers]] train_batch_size must be a positive integer")
-    return tier
+    source = f"{path} [[batch_tiers]] min_gpu_gib = {tier.min_gpu_gib:g}"
+    rest = {k: v for k, v in table.items() if k not in _TIER_KEYS}
+    settings = layer_from_mapping(rest, base=path.parent, source=source).values  # unknown keys: did-you-mean
+    if "preset" in rest:
+        raise MedsynthError(f"{source}: 'preset' cannot be set per tier")
+    for key in settings:
+        if key.startswith(_KOHYA_PREFIX) and key[len(_KOHYA_PREFIX):] in FIELDS:
+            raise MedsynthError(f"{source}: '{key}' is a medsynth setting: set '{key[len(_KOHYA_PREFIX):]}' instead")
+    return dataclasses.replace(tier, settings=settings)
 
 
 # ----------------------------------------------------------------------------------------------- resolving
@@ -338,7 +357,8 @@ def merge_layers(preset: Preset, layers: Sequence[Layer]) -> tuple[TrainConfig, 
 
 def resolve_batch(cfg: TrainConfig, preset: Preset, user_keys: set[str], gpu_gib: float | None,
                   gpu_desc: str = "") -> tuple[TrainConfig, BatchChoice]:
-    """Replace train_batch_size "auto" by a number (and gradient checkpointing by the tier's, unless set)."""
+    """Replace train_batch_size "auto" by a number, and gradient checkpointing and the tier's other settings by
+    the tier's, where the user did not set them."""
     if cfg.train_batch_size != AUTO:
         how = "set" if "train_batch_size" in user_keys else "preset"
         origin = "--set/medsynth.toml" if how == "set" else f"preset {preset.name}"
@@ -347,13 +367,38 @@ def resolve_batch(cfg: TrainConfig, preset: Preset, user_keys: set[str], gpu_gib
     tier, seen = choose_batch(preset.batch_tiers, gpu_gib)
     ckpt = cfg.gradient_checkpointing if "gradient_checkpointing" in user_keys else tier.gradient_checkpointing
     cfg = dataclasses.replace(cfg, train_batch_size=tier.train_batch_size, gradient_checkpointing=ckpt)
+    applied = {k: v for k, v in tier.settings.items() if k not in user_keys}
+    cfg = _with_settings(cfg, applied)
+    extra = "".join(f", {k} {_show(v)}" for k, v in applied.items())
     if seen:
         text = (f"auto: {tier.train_batch_size} for {gpu_gib:.0f} GiB {gpu_desc}".rstrip()
-                + f" (tier ≥{tier.min_gpu_gib:g} GiB, gradient checkpointing {'on' if ckpt else 'off'})")
+                + f" (tier ≥{tier.min_gpu_gib:g} GiB, gradient checkpointing {'on' if ckpt else 'off'}{extra})")
         return cfg, BatchChoice(tier.train_batch_size, ckpt, "tier", text)
-    text = (f"auto (no GPU visible: would use {tier.train_batch_size} here; at launch it comes from GPU memory: "
-            f"{tier_table(preset.batch_tiers)})")
+    text = (f"auto (no GPU visible: would use {tier.train_batch_size}{extra} here; at launch it comes from GPU "
+            f"memory: {tier_table(preset.batch_tiers)})")
     return cfg, BatchChoice(tier.train_batch_size, ckpt, "no-gpu", text)
+
+
+def _with_settings(cfg: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """cfg with converted train settings applied (kohya.<option> keys go into its kohya table), re-checked."""
+    if not values:
+        return cfg
+    kohya = dict(cfg.kohya)
+    plain = {}
+    for key, value in values.items():
+        if key.startswith(_KOHYA_PREFIX):
+            kohya[key[len(_KOHYA_PREFIX):]] = value
+        else:
+            plain[key] = value
+    cfg = dataclasses.replace(cfg, **plain, kohya={k: v for k, v in kohya.items() if v is not None})
+    _check(cfg)
+    return cfg
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check(cfg: TrainConfig) -> None:

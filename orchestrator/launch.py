@@ -38,6 +38,7 @@ from orchestrator.rundir import (RENDERED, DatasetInfo, RunPlan, command_script,
                                  write_run_dir)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 
 
 def python_executable() -> str:
@@ -46,7 +47,7 @@ def python_executable() -> str:
 
 # ----------------------------------------------------------------------------------------------- command
 
-def child_env(sd_scripts: Path, *, offline: bool, cpu: bool,
+def child_env(sd_scripts: Path, *, offline: bool, cpu: bool, expandable_segments: bool = False,
               base: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(the child's full environment, the variables medsynth set or changed, for command.sh/run.json)."""
     env = dict(os.environ if base is None else base)
@@ -57,8 +58,18 @@ def child_env(sd_scripts: Path, *, offline: bool, cpu: bool,
         changes.update(OFFLINE_ENV)
     if cpu:
         changes["CUDA_VISIBLE_DEVICES"] = ""
+    changes.update(allocator_env(expandable_segments, env))
     env.update(changes)
     return env, changes
+
+
+def allocator_env(expandable_segments: bool, env: Mapping[str, str]) -> dict[str, str]:
+    """PyTorch takes its CUDA allocator settings only from the environment. An expandable_segments choice already
+    in the user's PYTORCH_CUDA_ALLOC_CONF is theirs and stays; other settings there are kept."""
+    current = env.get(ALLOC_CONF, "")
+    if not expandable_segments or "expandable_segments" in current:
+        return {}
+    return {ALLOC_CONF: f"{current},expandable_segments:True" if current else "expandable_segments:True"}
 
 
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name, IPv4 or IPv6 address
@@ -322,9 +333,16 @@ def check_config(launcher: Launcher, cfg: TrainConfig) -> None:
         check_tokenizers(cfg.tokenizer_cache_dir)
 
 
+def run_env(launcher: Launcher, cfg: TrainConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """The launcher's environment plus what this run's settings add: (full environment, changes)."""
+    extra = allocator_env(cfg.expandable_segments, launcher.env)
+    return {**launcher.env, **extra}, {**launcher.changes, **extra}
+
+
 def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
     """Write runs/<name>/ for a prepared plan; -> (the accelerate command, notes to print)."""
     check_disk(plan.run_dir.parent, plan.config)
+    _, changes = run_env(launcher, plan.config)
     notes = launcher.notes + batch_warnings(plan, launcher.gpus)
     argv = accelerate_command(launcher.python, launcher.sd_scripts, plan.run_dir,
                               num_processes=launcher.num_processes, gpu_ids=launcher.gpu_ids,
@@ -334,12 +352,12 @@ def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
     gpu = {"gpus": [vars(g) for g in launcher.gpus] if launcher.gpus else [], "cpu": launcher.cpu,
            "preflight": notes}
     packages = launcher.probe.packages if launcher.probe is not None else {}
-    record = run_record(plan, argv=argv, cwd=launcher.sd_scripts, env_changes=launcher.changes,
+    record = run_record(plan, argv=argv, cwd=launcher.sd_scripts, env_changes=changes,
                         commits=launcher.commits, packages=packages, gpu=gpu)
     record["launch"] = {"num_processes": launcher.num_processes, "gpu_ids": list(launcher.gpu_ids),
                         **dataclasses.asdict(launcher.machines), "min_gpu_gib": launcher.min_gpu_gib,
                         "offline": launcher.offline}
-    write_run_dir(plan, command_sh=command_script(argv, launcher.sd_scripts, launcher.changes), record=record)
+    write_run_dir(plan, command_sh=command_script(argv, launcher.sd_scripts, changes), record=record)
     return argv, notes
 
 
@@ -352,14 +370,15 @@ def launch(settings: Settings, *, run_name: str | None, sd_scripts: Path, num_pr
     it gets train.log and run.json only, since sd-scripts saves on the rank-0 machine."""
     launcher = start(settings.preset.min_gpu_gib, sd_scripts=sd_scripts, num_processes=num_processes,
                      gpu_ids=gpu_ids, offline=offline, cpu=cpu, machines=machines)
-    check_config(launcher, settings.config)
     plan = prepare(settings, gpus=launcher.gpus, run_name=run_name, num_processes=launcher.total_processes,
                    name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
+    check_config(launcher, plan.config)  # the tier may have changed the optimizer
     argv, notes = create(launcher, plan)
     _say(out, f"medsynth: run {plan.run_dir}; batch size {plan.batch.explanation}\n"
               + "".join(f"medsynth: {n}\n" for n in notes))
     update_run_json(plan.run_dir, status="running")
-    code = run_streaming(argv, cwd=sd_scripts, env=launcher.env, log_path=plan.run_dir / "train.log", out=out)
+    env, _ = run_env(launcher, plan.config)
+    code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=plan.run_dir / "train.log", out=out)
     return finish(plan.run_dir, plan.output_name, code, main=machines.main), plan.run_dir
 
 
@@ -381,7 +400,8 @@ def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int,
     sd_scripts = Path(record["cwd"])
     check_sd_scripts(sd_scripts, Preflight())
     python = python_executable()
-    env, changes = child_env(sd_scripts, offline=bool(how.get("offline")), cpu=bool(record["gpu"]["cpu"]))
+    env, changes = child_env(sd_scripts, offline=bool(how.get("offline")), cpu=bool(record["gpu"]["cpu"]),
+                             expandable_segments=bool(record.get("config", {}).get("expandable_segments")))
     probe = probe_python(python, env)
     if not record["gpu"]["cpu"]:
         check_gpus(probe, min_gpu_gib=float(how.get("min_gpu_gib", 0)), num_processes=int(how.get("num_processes", 1)),
@@ -438,11 +458,12 @@ def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: b
             or not isinstance(record.get("output_name"), str):
         raise MedsynthError(f"{record_path}: no 'command' list or 'output_name': not a run medsynth wrote")
     cpu = cpu or bool(record.get("gpu", {}).get("cpu"))
-    env, changes = child_env(sd_scripts, offline=offline or bool(how.get("offline")), cpu=cpu)
+    config = record.get("config", {})
+    env, changes = child_env(sd_scripts, offline=offline or bool(how.get("offline")), cpu=cpu,
+                             expandable_segments=bool(config.get("expandable_segments")))
     argv = _without_resume(list(command))
     argv[0] = python_executable()
     argv += ["--resume", str(state)]
-    config = record.get("config", {})
     if config.get("torch_compile"):
         argv += ["--network_weights", str(compiled_state_weights(state, config.get("save_model_as") or "safetensors"))]
     return Resumption(record, state, argv, env, changes, cpu)

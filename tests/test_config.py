@@ -193,6 +193,48 @@ def test_explicit_gradient_checkpointing_beats_the_tier(tmp_path):
     assert cfg.gradient_checkpointing is True
 
 
+def write_preset(tmp_path: Path, tier_lines: str) -> Path:
+    (tmp_path / "tiered.toml").write_text(
+        'description = "t"\n[train]\ntrain_batch_size = "auto"\n'
+        f'[[batch_tiers]]\nmin_gpu_gib = 40\ntrain_batch_size = 8\ngradient_checkpointing = false\n{tier_lines}\n'
+        '[[batch_tiers]]\nmin_gpu_gib = 0\ntrain_batch_size = 1\ngradient_checkpointing = true\n')
+    return tmp_path
+
+
+def test_a_tier_carries_train_settings_that_apply_with_it(tmp_path):
+    preset = load_preset("tiered", write_preset(tmp_path, 'optimizer_type = "AdamW"\nkohya.highvram = true'))
+    cfg, choice = resolve_batch(TrainConfig(train_batch_size=AUTO), preset, set(), 80.0, "A100")
+    assert (cfg.train_batch_size, cfg.optimizer_type, cfg.kohya) == (8, "AdamW", {"highvram": True})
+    assert "optimizer_type AdamW, kohya.highvram true" in choice.explanation
+    small, _ = resolve_batch(TrainConfig(train_batch_size=AUTO), preset, set(), 16.0, "T4")
+    assert (small.train_batch_size, small.optimizer_type, small.kohya) == (1, "AdamW8bit", {})
+
+
+def test_a_users_setting_beats_the_tiers(tmp_path):
+    preset = load_preset("tiered", write_preset(tmp_path, 'optimizer_type = "AdamW"\nvae_batch_size = 8'))
+    cfg, choice = resolve_batch(TrainConfig(train_batch_size=AUTO, optimizer_type="Lion"), preset,
+                                {"optimizer_type"}, 80.0)
+    assert (cfg.optimizer_type, cfg.vae_batch_size) == ("Lion", 8)
+    assert "optimizer_type" not in choice.explanation
+
+
+@pytest.mark.parametrize("line, message", [
+    ("optimizer_typ = \"AdamW\"", r"tiered.toml \[\[batch_tiers\]\] min_gpu_gib = 40: unknown train setting "
+                                   r"'optimizer_typ'.*did you mean 'optimizer_type'"),
+    ("kohya.optimizer_type = \"AdamW\"", r"min_gpu_gib = 40: 'kohya.optimizer_type' is a medsynth setting"),
+    ("vae_batch_size = \"8\"", r"min_gpu_gib = 40: 'vae_batch_size' must be an integer"),
+])
+def test_a_bad_tier_setting_names_the_preset_and_the_tier(tmp_path, line, message):
+    with pytest.raises(MedsynthError, match=message):
+        load_preset("tiered", write_preset(tmp_path, line))
+
+
+def test_a_tier_setting_that_breaks_a_rule_is_refused_when_chosen(tmp_path):
+    preset = load_preset("tiered", write_preset(tmp_path, 'dynamo_mode = "max-autotune"'))
+    with pytest.raises(MedsynthError, match="dynamo_mode.*torch_compile = true"):
+        resolve_batch(TrainConfig(train_batch_size=AUTO), preset, set(), 80.0)
+
+
 def test_schedule_arithmetic():
     cfg = TrainConfig(train_batch_size=4, max_train_epochs=5, lr_warmup_images=100, learning_rate=2e-5,
                       lr_scaling="sqrt", reference_batch_size=1)

@@ -99,8 +99,34 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     for name, (path, value) in {**TRAIN_REJECTIONS, **SILENT_IN_SD_SCRIPTS}.items():
         cases[f"train:{name}"] = {"train": _write(folder / f"t_{name}.toml", edited(train(), path, value)),
                                   "dataset": folder / "dataset.toml"}
+    for gib in TIER_GPUS:  # the default preset as rendered for a GPU of that size, tier settings included
+        plan = _default_preset_plan(folder / f"tier{gib}", gib)
+        cases[f"tier:{gib}"] = {"train": _text(folder / f"t_tier{gib}.toml", plan.files["train.toml"]),
+                                "dataset": _text(folder / f"d_tier{gib}.toml", plan.files["dataset.toml"])}
     results = run_sd_scripts_probe(list(cases.values()), sd_scripts_dir)
     return {**dict(zip(cases, results)), "_folder": folder}
+
+
+TIER_GPUS = (139.8, 15.0)  # an H200, a 16 GB card
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _default_preset_plan(root: Path, gib: float):
+    from train_helpers import make_dataset
+
+    from orchestrator import launch
+    from orchestrator.config import load_settings
+    from orchestrator.preflight import Gpu
+
+    settings = load_settings(preset_name="default", cwd=root,
+                             options={"dataset": str(make_dataset(root / "ds")),
+                                      "pretrained_model_name_or_path": str(root / "sdxl.safetensors")},
+                             sets=[f"runs_dir={str(root / 'runs')!r}"])
+    return launch.prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
 
 
 def test_sd_scripts_reads_valid_training_toml_with_right_values_and_types(probe):
@@ -115,6 +141,18 @@ def test_sd_scripts_reads_valid_training_toml_with_right_values_and_types(probe)
         assert args[key]["type"] == type(flat[key]).__name__, key
     assert args["resolution"]["value"] == [1024, 1024]  # sd-scripts' own "W,H" conversion
     assert args["max_train_steps"]["value"] == 1600  # the default medsynth's max_train_epochs overrides
+
+
+def test_sd_scripts_reads_the_default_presets_tier_settings(probe):
+    large, small = (probe[f"tier:{gib}"] for gib in TIER_GPUS)
+    assert large["ok"] and small["ok"], (large, small)
+    values = {name: {k: v["value"] for k, v in case["args"].items()} for name, case in (("large", large),
+                                                                                       ("small", small))}
+    assert (values["large"]["train_batch_size"], values["large"]["optimizer_type"]) == (12, "AdamW")
+    assert values["large"]["optimizer_args"] == ["fused=True"]
+    assert (values["large"]["vae_batch_size"], values["large"]["highvram"]) == (8, True)
+    assert (values["small"]["train_batch_size"], values["small"]["optimizer_type"]) == (1, "AdamW8bit")
+    assert values["small"]["gradient_checkpointing"] is True and values["small"]["highvram"] is False
 
 
 def test_sd_scripts_dataset_blueprint_matches_dataset_toml(probe):

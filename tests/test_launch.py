@@ -93,6 +93,63 @@ def test_batch_size_follows_the_probed_gpu(fake, monkeypatch):
     assert f"train_batch_size = {expected.train_batch_size}" in (run_dir / "train.toml").read_text()
 
 
+def rendered_train(run_dir):
+    import toml
+    flat = {}
+    for table in toml.load(run_dir / "train.toml").values():
+        flat.update(table)
+    return flat
+
+
+def test_the_large_gpu_tier_brings_its_optimizer_and_latent_cache_settings(fake, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    _, run_dir, printed = run(fake)  # an H200: the top tier
+    train = rendered_train(run_dir)
+    assert (train["optimizer_type"], train["optimizer_args"]) == ("AdamW", ["fused=True"])
+    assert train["vae_batch_size"] == 8 and train["highvram"] is True
+    record = json.loads((run_dir / "run.json").read_text())
+    assert "optimizer_type AdamW" in record["batch"]["explanation"] and "kohya.highvram true" in printed
+    assert record["config"]["optimizer_type"] == "AdamW"
+
+
+def test_a_small_gpu_tier_keeps_the_presets_optimizer(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA L4:22.5")
+    _, run_dir, _ = run(fake)
+    train = rendered_train(run_dir)
+    assert train["optimizer_type"] == "AdamW8bit" and "highvram" not in train and "vae_batch_size" not in train
+
+
+def test_settings_the_user_gave_beat_the_tiers(fake):
+    _, run_dir, _ = run(fake, "vae_batch_size=2", "kohya.highvram=false", "optimizer_type=AdamW8bit")
+    train = rendered_train(run_dir)
+    assert (train["vae_batch_size"], train["highvram"], train["optimizer_type"]) == (2, False, "AdamW8bit")
+    assert train["optimizer_args"] == ["fused=True"]  # not set by the user: the tier's
+
+
+def test_expandable_segments_reach_the_training_process_and_its_records(fake, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    _, run_dir, _ = run(fake)
+    assert "fake: alloc expandable_segments:True" in (run_dir / "train.log").read_text()
+    assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in (run_dir / "command.sh").read_text()
+    assert json.loads((run_dir / "run.json").read_text())["env"]["PYTORCH_CUDA_ALLOC_CONF"] == \
+        "expandable_segments:True"
+
+
+@pytest.mark.parametrize("users, seen", [("expandable_segments:False", "expandable_segments:False"),
+                                         ("max_split_size_mb:128", "max_split_size_mb:128,expandable_segments:True")])
+def test_the_users_own_allocator_settings_are_kept(fake, monkeypatch, users, seen):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", users)
+    _, run_dir, _ = run(fake, name=f"r{len(users)}")
+    assert f"fake: alloc {seen}\n" in (run_dir / "train.log").read_text()
+
+
+def test_expandable_segments_off_leaves_the_allocator_alone(fake, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    _, run_dir, _ = run(fake, "expandable_segments=false")
+    assert "fake: alloc <unset>" in (run_dir / "train.log").read_text()
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in (run_dir / "command.sh").read_text()
+
+
 def test_exit_code_is_propagated_and_recorded(fake, monkeypatch):
     monkeypatch.setenv("FAKE_MODE", "fail")
     code, run_dir, _ = run(fake)
@@ -268,6 +325,15 @@ def test_resume_keeps_the_runs_cpu_and_offline_settings(fake, monkeypatch, tmp_p
     assert code == 0
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert resumed["env"]["CUDA_VISIBLE_DEVICES"] == "" and resumed["env"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_resume_keeps_the_runs_allocator_setting(fake, monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    run_dir = interrupted_run(fake, monkeypatch)
+    launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
+    assert resumed["env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert (run_dir / "train.log").read_text().count("fake: alloc expandable_segments:True") == 2
 
 
 def test_resume_on_a_rank_above_0_continues_from_rank_0s_state(fake, monkeypatch):

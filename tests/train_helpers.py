@@ -88,6 +88,7 @@ for table in toml.load(args[args.index("--config_file") + 1]).values():
     flat.update(table)
 print("fake: argv " + json.dumps(args), flush=True)
 print("fake: cwd " + os.getcwd() + " pythonpath " + os.environ.get("PYTHONPATH", ""), flush=True)
+print("fake: alloc " + os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "<unset>"), flush=True)
 print("fake: to stderr", file=sys.stderr, flush=True)
 mode = os.environ.get("FAKE_MODE", "ok")
 if mode == "fail":
