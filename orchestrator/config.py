@@ -95,7 +95,7 @@ class TrainConfig:
     dynamo_backend: str | None = None              # None: sd-scripts' default (inductor)
     dynamo_mode: str | None = None                 # None: torch's "default"; see DYNAMO_MODES
     dynamo_dynamic: bool = False                   # compile shape-generic graphs (buckets, short last batches)
-    expandable_segments: bool = False              # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less fragmentation)
+    expandable_segments: bool = False              # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: less fragmenting
     # --- saving
     output_name: str | None = None                 # None: "<class>_lora"
     save_model_as: str = "safetensors"

@@ -34,8 +34,8 @@ from orchestrator.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_d
                                     check_optimizer, check_sd_scripts, check_tokenizers, failed_checks_as_warnings,
                                     probe_python)
 from orchestrator.rundir import (RENDERED, DatasetInfo, RunPlan, command_script, default_run_name, lora_files,
-                                 newest_state, plan_run, read_dataset, run_record, update_run_json, validate_plan,
-                                 write_run_dir)
+                                 newest_state, plan_run, read_dataset, run_record, running_mark, still_training,
+                                 update_run_json, validate_plan, write_run_dir)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
@@ -376,7 +376,7 @@ def launch(settings: Settings, *, run_name: str | None, sd_scripts: Path, num_pr
     argv, notes = create(launcher, plan)
     _say(out, f"medsynth: run {plan.run_dir}; batch size {plan.batch.explanation}\n"
               + "".join(f"medsynth: {n}\n" for n in notes))
-    update_run_json(plan.run_dir, status="running")
+    update_run_json(plan.run_dir, status="running", running_mark=running_mark())
     env, _ = run_env(launcher, plan.config)
     code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=plan.run_dir / "train.log", out=out)
     return finish(plan.run_dir, plan.output_name, code, main=machines.main), plan.run_dir
@@ -410,7 +410,7 @@ def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int,
     _validate_files(run_dir)
     argv = list(record["command"])
     argv[0] = python
-    update_run_json(run_dir, status="running", command=argv, env=changes)
+    update_run_json(run_dir, status="running", running_mark=running_mark(), command=argv, env=changes)
     _say(out, f"medsynth: run {run_dir}; batch size {record['batch']['explanation']}\n")
     code = run_streaming(argv, cwd=sd_scripts, env=env, log_path=run_dir / "train.log", out=out)
     return finish(run_dir, record["output_name"], code, main=int(how.get("machine_rank", 0)) == 0), run_dir
@@ -426,6 +426,7 @@ class Resumption:
     env: dict[str, str]
     changes: dict[str, str]
     cpu: bool
+    warnings: tuple[str, ...] = ()
 
 
 def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool = False) -> Resumption:
@@ -448,6 +449,15 @@ def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: b
     if owner.get("status") == "finished":
         raise MedsynthError(f"{state_dir}: finished: its newest state is the end of training and sd-scripts cannot "
                             f"continue past it; start a new run (e.g. with more max_train_epochs)")
+    alive = still_training(record)
+    if alive:
+        raise MedsynthError(f"{run_dir}: still training (medsynth pid {record['running_mark']['pid']} on this host): "
+                            f"stop it before resuming, or two trainings would write one folder")
+    warnings = []
+    if alive is None and record.get("status") == "running" and isinstance(record.get("running_mark"), dict):
+        mark = record["running_mark"]
+        warnings.append(f"warning: {run_dir.name} is marked as training on {mark.get('host')} (pid {mark.get('pid')}), "
+                        f"which this host cannot check: resuming as if that process had stopped")
     state = newest_state(state_dir) if state_dir.is_dir() else None
     if state is None:
         where = f" (rank {rank} resumes from rank 0's folder {state_dir})" if state_dir != run_dir else ""
@@ -466,7 +476,7 @@ def resumption(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: b
     argv += ["--resume", str(state)]
     if config.get("torch_compile"):
         argv += ["--network_weights", str(compiled_state_weights(state, config.get("save_model_as") or "safetensors"))]
-    return Resumption(record, state, argv, env, changes, cpu)
+    return Resumption(record, state, argv, env, changes, cpu, tuple(warnings))
 
 
 def compiled_state_weights(state: Path, save_model_as: str = "safetensors") -> Path:
@@ -495,7 +505,8 @@ def machines_of(run_dir: Path) -> Machines:
 
 
 def resume_dry_run_text(run_dir: Path, plan: Resumption, cwd: Path, warnings: Sequence[str] = ()) -> str:
-    return "\n".join([f"resume: {run_dir} from {plan.state} (nothing run or written: dry run)", *warnings,
+    return "\n".join([f"resume: {run_dir} from {plan.state} (nothing run or written: dry run)",
+                      *plan.warnings, *warnings,
                       "", "command:", command_script(plan.argv, cwd, plan.changes).rstrip()]) + "\n"
 
 
@@ -511,8 +522,8 @@ def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool 
                    gpu_ids=tuple(how.get("gpu_ids", ())))
     _validate_files(run_dir)
     resumes = plan.record.get("resumes", []) + [{"state": str(plan.state), "command": plan.argv, "env": plan.changes}]
-    update_run_json(run_dir, status="running", resumes=resumes)
-    _say(out, f"medsynth: resuming {run_dir} from {plan.state}\n")
+    update_run_json(run_dir, status="running", running_mark=running_mark(), resumes=resumes)
+    _say(out, "".join(f"medsynth: {w}\n" for w in plan.warnings) + f"medsynth: resuming {run_dir} from {plan.state}\n")
     code = run_streaming(plan.argv, cwd=sd_scripts, env=plan.env, log_path=run_dir / "train.log", out=out)
     main = int(how.get("machine_rank", 0)) == 0
     return finish(run_dir, plan.record["output_name"], code, main=main), run_dir

@@ -21,12 +21,13 @@ import toml
 from orchestrator.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
 from orchestrator.prompts import age_band
-from orchestrator.rundir import lora_files
+from orchestrator.rundir import lora_files, still_training
 from orchestrator.run_outputs import Column, Sample, find_samples, run_scalars
 from orchestrator.tfevents import Point
 
-# statuses of a run that will write no more samples (run.json's, or sweep.json's for a run not started)
-ENDED = ("finished", "failed", "interrupted", "skipped", "error")
+# statuses of a run that will write no more samples (run.json's, or sweep.json's for a run not started);
+# "killed": run.json still says running, but the medsynth process that marked it is gone (SIGKILL, a crash)
+ENDED = ("finished", "failed", "interrupted", "skipped", "error", "killed")
 LOSS_TAGS = ("loss/current", "loss/average", "loss/epoch_average")
 LR_TAGS = ("lr/unet", "lr/textencoder")
 
@@ -53,7 +54,8 @@ class RunFacts:
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status", "unknown"))
+        status = str(self.record.get("status", "unknown"))
+        return "killed" if status == "running" and still_training(self.record) is False else status
 
     @property
     def steps_per_epoch(self) -> int | None:
@@ -304,7 +306,7 @@ def run_settings(facts: RunFacts, scalars: Mapping[str, list[Point]]) -> tuple[t
     """The run's key settings, labelled, from run.json (train.toml for what run.json lacks)."""
     r, t = facts.record, facts.train
     cfg, sched = r.get("config") or {}, r.get("schedule") or {}
-    status = _fmt(r.get("status"))
+    status = facts.status if r.get("status") == "running" else _fmt(r.get("status"))
     if r.get("exit_code") not in (None, 0):
         status += f" (exit code {r['exit_code']})"
     lr = sched.get("learning_rate", t.get("learning_rate"))

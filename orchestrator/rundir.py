@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -257,6 +258,42 @@ def update_run_json(run_dir: Path, **changes: Any) -> dict[str, Any]:
     return record
 
 
+def running_mark() -> dict[str, Any]:
+    """Stored with status "running": the medsynth process that trains the run, so that a later command can tell a
+    run still training from one whose process was killed (its status then stays "running")."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): a reused pid differs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def still_training(record: Mapping[str, Any]) -> bool | None:
+    """Whether the process that marked this run "running" is alive: True / False, None where it cannot be told
+    (marked on another host, or by a medsynth without the mark)."""
+    mark = record.get("running_mark")
+    if record.get("status") != "running":
+        return False
+    if not isinstance(mark, Mapping) or mark.get("host") != socket.gethostname():
+        return None
+    pid = mark.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    started = _process_start(pid)
+    return started is None or mark.get("pid_started") is None or started == mark.get("pid_started")
+
+
 # ----------------------------------------------------------------------------------------------- outputs
 
 def lora_files(run_dir: Path, output_name: str) -> list[Path]:
@@ -280,18 +317,27 @@ def newest_state(run_dir: Path) -> Path | None:
     return max(states, key=lambda p: (_state_step(p), p.stat().st_mtime_ns, p.name))
 
 
-def _status(record_path: Path) -> str | None:
+def _record(record_path: Path) -> dict[str, Any]:
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return record.get("status") if isinstance(record, dict) else None
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _status(record_path: Path) -> str | None:
+    return _record(record_path).get("status")
+
+
+def _training(record_path: Path) -> bool:
+    return bool(still_training(_record(record_path)))
 
 
 def newest_resumable_run(runs_dir: Path) -> Path | None:
-    """The most recently updated run with a state folder that has not finished (a finished run cannot go on)."""
+    """The most recently updated run with a state folder that has not finished (a finished run cannot go on) and
+    is not training right now."""
     if not runs_dir.is_dir():
         return None
     runs = [p for p in runs_dir.glob("*/run.json")
-            if newest_state(p.parent) is not None and _status(p) != "finished"]
+            if newest_state(p.parent) is not None and _status(p) != "finished" and not _training(p)]
     return max(runs, key=lambda p: p.stat().st_mtime_ns).parent if runs else None

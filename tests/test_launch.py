@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from orchestrator import launch
+from orchestrator import launch, rundir
 from orchestrator.config import load_settings
 from orchestrator.errors import MedsynthError
 from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
@@ -334,6 +334,53 @@ def test_resume_keeps_the_runs_allocator_setting(fake, monkeypatch):
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert resumed["env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert (run_dir / "train.log").read_text().count("fake: alloc expandable_segments:True") == 2
+
+
+def marked_running(run_dir, **mark):
+    """run.json as a medsynth process that is training the run (or was killed while it did) leaves it."""
+    launch.update_run_json(run_dir, status="running", running_mark={**rundir.running_mark(), **mark})
+
+
+def test_a_run_still_training_here_is_not_resumed(fake, monkeypatch):
+    run_dir = interrupted_run(fake, monkeypatch)
+    marked_running(run_dir)  # this test's own process: alive
+    with pytest.raises(MedsynthError, match=f"still training \\(medsynth pid {os.getpid()} on this host\\)"):
+        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert "resumes" not in json.loads((run_dir / "run.json").read_text())
+    assert rundir.newest_resumable_run(fake["runs"]) is None
+
+
+def test_a_run_whose_medsynth_was_killed_resumes(fake, monkeypatch):
+    run_dir = interrupted_run(fake, monkeypatch)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    marked_running(run_dir, pid=int(gone.stdout))
+    assert rundir.newest_resumable_run(fake["runs"]) == run_dir
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert code == 0 and json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_reused_pid_does_not_count_as_the_run_training(fake, monkeypatch):
+    if rundir.running_mark()["pid_started"] is None:
+        pytest.skip("no /proc/<pid>/stat on this system: a reused pid cannot be told apart")
+    run_dir = interrupted_run(fake, monkeypatch)
+    marked_running(run_dir, pid_started="1")  # our pid, but a process that started at boot
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    assert code == 0
+
+
+def test_a_run_marked_on_another_host_resumes_with_a_warning(fake, monkeypatch):
+    run_dir = interrupted_run(fake, monkeypatch)
+    marked_running(run_dir, host="node-elsewhere")
+    out = io.BytesIO()
+    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=out)
+    assert code == 0
+    assert "marked as training on node-elsewhere" in out.getvalue().decode().splitlines()[0]
+
+
+def test_launch_marks_the_run_with_its_process(fake):
+    _, run_dir, _ = run(fake)
+    mark = json.loads((run_dir / "run.json").read_text())["running_mark"]
+    assert mark["pid"] == os.getpid() and mark["host"] == rundir.running_mark()["host"]
 
 
 def test_resume_on_a_rank_above_0_continues_from_rank_0s_state(fake, monkeypatch):

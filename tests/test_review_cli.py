@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
 from orchestrator.cli import main
+from orchestrator.rundir import running_mark, update_run_json
 from review_helpers import colour, make_run, sample_name, write_sample
 from train_helpers import make_dataset
 
@@ -29,6 +32,16 @@ def test_review_of_a_run_writes_the_page_and_prints_a_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert "run r1 (running): 2 prompts x 2 sampling points; 1 samples, 3 pending, 0 not sampled" in result.output
     assert (run / "review.html").is_file() and (run / "contact_sheet.png").is_file()
+
+
+def test_a_run_whose_medsynth_was_killed_is_reported_as_killed_not_pending(tmp_path):
+    run = make_run(tmp_path, make_dataset(tmp_path / "ds"), epochs=2, sets=["num_sample_prompts=2"])
+    write_sample(run, sample_name(epoch=1, index=0, ts="20261126010000", seed=1000), colour(1, 0))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    update_run_json(run, status="running", running_mark={**running_mark(), "pid": int(gone.stdout)})
+    result = invoke(str(run), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "run r1 (killed): 2 prompts x 2 sampling points; 1 samples, 0 pending" in result.output
 
 
 def test_epoch_and_out_options(tmp_path):
