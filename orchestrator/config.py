@@ -284,6 +284,8 @@ def load_preset(name: str, presets_dir: Path = PRESETS_DIR) -> Preset:
 
 
 _TIER_KEYS = ("min_gpu_gib", "train_batch_size", "gradient_checkpointing", "note")
+# settings that belong together: a tier's optimizer_args (fused=True) would break an optimizer the user chose
+_TOGETHER = ({"optimizer_type", "optimizer_args"},)
 
 
 def _tier(table: Any, path: Path) -> BatchTier:
@@ -367,7 +369,9 @@ def resolve_batch(cfg: TrainConfig, preset: Preset, user_keys: set[str], gpu_gib
     tier, seen = choose_batch(preset.batch_tiers, gpu_gib)
     ckpt = cfg.gradient_checkpointing if "gradient_checkpointing" in user_keys else tier.gradient_checkpointing
     cfg = dataclasses.replace(cfg, train_batch_size=tier.train_batch_size, gradient_checkpointing=ckpt)
-    applied = {k: v for k, v in tier.settings.items() if k not in user_keys}
+    # a key the user set keeps the user's value, and takes the keys that only make sense with the tier's along
+    taken = set(user_keys) | {k for group in _TOGETHER if user_keys & group for k in group}
+    applied = {k: v for k, v in tier.settings.items() if k not in taken}
     cfg = _with_settings(cfg, applied)
     extra = "".join(f", {k} {_show(v)}" for k, v in applied.items())
     if seen:

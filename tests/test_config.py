@@ -211,11 +211,12 @@ def test_a_tier_carries_train_settings_that_apply_with_it(tmp_path):
 
 
 def test_a_users_setting_beats_the_tiers(tmp_path):
-    preset = load_preset("tiered", write_preset(tmp_path, 'optimizer_type = "AdamW"\nvae_batch_size = 8'))
+    preset = load_preset("tiered", write_preset(
+        tmp_path, 'optimizer_type = "AdamW"\noptimizer_args = ["fused=True"]\nvae_batch_size = 8'))
     cfg, choice = resolve_batch(TrainConfig(train_batch_size=AUTO, optimizer_type="Lion"), preset,
                                 {"optimizer_type"}, 80.0)
-    assert (cfg.optimizer_type, cfg.vae_batch_size) == ("Lion", 8)
-    assert "optimizer_type" not in choice.explanation
+    assert (cfg.optimizer_type, cfg.optimizer_args, cfg.vae_batch_size) == ("Lion", (), 8)
+    assert "optimizer" not in choice.explanation and "vae_batch_size 8" in choice.explanation
 
 
 @pytest.mark.parametrize("line, message", [

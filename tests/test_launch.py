@@ -120,10 +120,18 @@ def test_a_small_gpu_tier_keeps_the_presets_optimizer(fake, monkeypatch):
 
 
 def test_settings_the_user_gave_beat_the_tiers(fake):
-    _, run_dir, _ = run(fake, "vae_batch_size=2", "kohya.highvram=false", "optimizer_type=AdamW8bit")
+    _, run_dir, _ = run(fake, "vae_batch_size=2", "kohya.highvram=false")
     train = rendered_train(run_dir)
-    assert (train["vae_batch_size"], train["highvram"], train["optimizer_type"]) == (2, False, "AdamW8bit")
+    assert (train["vae_batch_size"], train["highvram"], train["optimizer_type"]) == (2, False, "AdamW")
     assert train["optimizer_args"] == ["fused=True"]  # not set by the user: the tier's
+
+
+def test_an_optimizer_the_user_chose_does_not_get_the_tiers_optimizer_args(fake):
+    # bitsandbytes' AdamW8bit has no `fused` argument: the tier's optimizer_args go with the tier's optimizer
+    _, run_dir, _ = run(fake, "optimizer_type=AdamW8bit")
+    train = rendered_train(run_dir)
+    assert train["optimizer_type"] == "AdamW8bit" and "optimizer_args" not in train
+    assert train["vae_batch_size"] == 8  # unrelated tier settings still apply
 
 
 def test_expandable_segments_reach_the_training_process_and_its_records(fake, monkeypatch):
