@@ -112,7 +112,12 @@ def test_hostile_caption_from_the_manifest_renders_safely(tmp_path):
 def test_every_preset_passes_the_contract_validation(tmp_path, preset):
     ds = make_dataset(tmp_path / "ds")
     for gib in (None, 16.0, 24.0, 48.0, 80.0, 141.0):
-        validate_plan(make_plan(tmp_path, preset=preset, gpu_gib=gib, dataset=ds))
+        plan = make_plan(tmp_path, preset=preset, gpu_gib=gib, dataset=ds)
+        assert flat(plan.files["train.toml"])["train_batch_size"] == plan.batch.train_batch_size  # this GPU's tier
+        try:
+            validate_plan(plan)
+        except MedsynthError as exc:
+            pytest.fail(f"{preset} at {gib} GiB: {exc}")
 
 
 def test_misspelled_pass_through_option_is_refused_by_validation(tmp_path):
