@@ -1,111 +1,95 @@
-"""Captioning all 33,126 ISIC 2020 rows: the seed's way vs medsynth's, measured in one run.
+"""A cold `medsynth dataset build` of the 33,126-row ISIC 2020 table vs the seed's caption script, whole processes.
 
-seed:  pandas iterrows over the raw CSV, an f-string per row, and open()/write()/close() of one
-       `<image>.caption` file per row (as the seed's create_captions.py did, minus its progress bar).
-ours:  render_captions() over the normalised lesion table (each distinct context rendered once) and
-       write_captions() (one file per image through a directory fd and raw os calls).
+seed:  bench/blog_captions.py: pandas iterrows over all 33,126 rows; for each of the 584 malignant rows an
+       f-string caption, the seed's hair test at the image's native resolution, one caption file.
+ours:  `medsynth dataset build --csv <the table> --images <folder> --out <new folder>`: the default 1024 px,
+       the default worker count, no image cache and no earlier build (cold): ingest and normalise, select,
+       decode, hash, hair, resize, encode, captions, manifest, report.
+The images: one JPEG per malignant row, hard links to the 40 CC0 demo images (1022x767 and 1504x1129, the
+sizes of ISIC's older archive), or, with --size WxH, to the demo images resized to that size (ISIC 2020's
+own are mostly 6000x4000). Every image is analysed: nothing is cached between images or runs.
+The two commands run alternately (seed, ours, seed, ours, ...) so that both see the same machine load.
+Prints the median seconds of --repeats runs of each and their ratio (target: ours at least as fast).
 
-Both write every file into a fresh temporary folder per repeat (under --tmp; default /dev/shm where it
-exists, so that disk latency, equal for both, does not drown the captioning cost; else $TMPDIR); reading
-the CSV is outside the timings (it is the same for both). Prints medians of REPEATS runs: captions + files,
-render only, and the file-system floor (creating the same number of one-line files and nothing else),
-which bounds any captioner's files-included ratio on that file system.
-
-Run: .venv/bin/python bench/bench_captions.py [--csv ISIC_2020_Training_GroundTruth.csv] [--tmp /dev/shm]
+Run: .venv/bin/python bench/bench_captions.py [--csv ISIC_2020_Training_GroundTruth.csv] [--size 6000x4000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.captions import CaptionSettings, render_captions, write_captions  # noqa: E402
-from orchestrator.ingest import read_metadata  # noqa: E402
-from orchestrator.paths import REPO_ROOT  # noqa: E402
+from orchestrator.paths import DEMO_DIR, REPO_ROOT  # noqa: E402
 
 DEFAULT_CSV = REPO_ROOT.parent / "shared" / "data" / "isic" / "ISIC_2020_Training_GroundTruth.csv"
-REPEATS = 7
+BENCH = Path(__file__).resolve().parent
+MEDSYNTH = Path(sys.executable).with_name("medsynth")
 
 
-def seed_caption(row: pd.Series) -> str:
-    sex = row["sex"] if pd.notna(row["sex"]) else ""
-    site = f"on {row['anatom_site_general_challenge']}" if pd.notna(row["anatom_site_general_challenge"]) else ""
-    age = f", at age {int(row['age_approx'])}" if pd.notna(row["age_approx"]) else ""
-    return f"photo of {sex} skin, me1anoma {site} {age}"
+def make_images(folder: Path, names: list[str], size: tuple[int, int] | None) -> None:
+    demo = sorted((DEMO_DIR / "images").glob("*.jpg"))
+    if size is not None:
+        resized = folder / "_sources"
+        resized.mkdir()
+        for path in demo:
+            image = cv2.resize(cv2.imread(str(path)), size, interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(resized / path.name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        demo = sorted(resized.glob("*.jpg"))
+    for i, name in enumerate(names):
+        os.link(demo[i % len(demo)], folder / f"{name}.jpg")
 
 
-def seed_render(raw: pd.DataFrame) -> list[str]:
-    return [seed_caption(row) for _, row in raw.iterrows()]
-
-
-def seed_write(raw: pd.DataFrame, folder: Path) -> None:
-    for _, row in raw.iterrows():
-        caption = seed_caption(row)
-        with open(os.path.join(folder, f"{row['image_name']}.caption"), mode="w") as caption_file:
-            caption_file.write(caption)
-
-
-def ours_render(table: pd.DataFrame) -> list[str]:
-    return render_captions(table, None, CaptionSettings())
-
-
-def ours_write(table: pd.DataFrame, folder: Path) -> None:
-    write_captions(folder, zip(table["image_id"], render_captions(table, None, CaptionSettings())))
-
-
-def floor_write(names: list[str], folder: Path) -> None:
-    write_captions(folder, ((name, "photo of skin") for name in names))
-
-
-def median_seconds(fn: Callable[[Path], object], tmp: str | None, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="medsynth-bench-", dir=tmp) as folder:
-            start = time.perf_counter()
-            fn(Path(folder))
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    parser.add_argument("--tmp", help="folder for the caption files (default: /dev/shm if present, else $TMPDIR)")
+    parser.add_argument("--size", help="WxH of the images (default: the demo images' own sizes)")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.tmp is None and os.access("/dev/shm", os.W_OK):
-        args.tmp = "/dev/shm"
     if not args.csv.is_file():
         sys.exit(f"not found: {args.csv} (pass --csv ISIC_2020_Training_GroundTruth.csv)")
-    raw = pd.read_csv(args.csv)  # the seed's read
-    table = read_metadata([args.csv])
-    assert len(raw) == len(table)
-    where = Path(args.tmp or tempfile.gettempdir())
-    print(f"{len(table):,} rows from {args.csv.name}; files under {where}; median of {REPEATS} runs each")
-
-    seed_files = median_seconds(lambda d: seed_write(raw, d), args.tmp)
-    ours_files = median_seconds(lambda d: ours_write(table, d), args.tmp)
-    floor = median_seconds(lambda d: floor_write(list(table["image_id"]), d), args.tmp)
-    seed_only = median_seconds(lambda d: seed_render(raw), args.tmp)
-    ours_only = median_seconds(lambda d: ours_render(table), args.tmp)
-    distinct = len(set(ours_render(table)))
-
-    print(f"captions + files   seed {seed_files * 1e3:8.1f} ms   ours {ours_files * 1e3:8.1f} ms   "
-          f"ratio {seed_files / ours_files:6.1f}x  (target >= 20x)")
-    print(f"render only        seed {seed_only * 1e3:8.1f} ms   ours {ours_only * 1e3:8.1f} ms   "
-          f"ratio {seed_only / ours_only:6.1f}x  ({distinct} distinct captions)")
-    print(f"file floor         {len(table):,} one-line files alone: {floor * 1e3:.1f} ms "
-          f"({floor / len(table) * 1e6:.1f} us/file): no captioner beats seed/floor = {seed_files / floor:.1f}x "
-          f"here with files included")
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    table = pd.read_csv(args.csv)
+    malignant = list(table.loc[table["target"] == 1, "image_name"])
+    with tempfile.TemporaryDirectory(prefix="medsynth-bench-captions-") as tmp:
+        scratch = Path(tmp)
+        images = scratch / "images"
+        images.mkdir()
+        make_images(images, malignant, size)
+        print(f"{len(table):,} rows, {len(malignant)} malignant with an image each "
+              f"({args.size or 'demo sizes'}); {os.cpu_count()} cores; median of {args.repeats} runs each")
+        seed_out, ours_out = scratch / "seed", scratch / "ours" / "dataset"
+        seed_cmd = [sys.executable, str(BENCH / "blog_captions.py"), str(args.csv), str(images), str(seed_out)]
+        ours_cmd = [str(MEDSYNTH), "dataset", "build", "--csv", str(args.csv), "--images", str(images),
+                    "--out", str(ours_out), "--quiet"]
+        seed, ours = [], []
+        for _ in range(args.repeats):
+            shutil.rmtree(seed_out, ignore_errors=True)
+            seed.append(timed(seed_cmd))
+            shutil.rmtree(ours_out.parent, ignore_errors=True)  # cold: no cache, no earlier build
+            ours.append(timed(ours_cmd))
+        assert len(list(seed_out.glob("*.caption"))) == len(malignant)
+        assert len(list((ours_out / "train" / "1_melanoma").glob("*.caption"))) == len(malignant)
+    s, o = statistics.median(seed), statistics.median(ours)
+    print(f"seed caption script (whole process)      {s:7.2f} s")
+    print(f"medsynth dataset build, cold (whole)     {o:7.2f} s   ratio {s / o:5.2f}x  (target >= 1x)")
 
 
 if __name__ == "__main__":

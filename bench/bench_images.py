@@ -1,97 +1,131 @@
-"""The image stage on 6000x4000 JPEGs (ISIC 2020's most common size): images/s, the seed's way vs ours.
+"""The image stage on 6000x4000 JPEGs (ISIC 2020's most common size): the blog's hair script vs medsynth.
 
-The inputs are CC0 demo images upscaled to 6000x4000 (INTER_CUBIC, JPEG q95) in a temporary folder.
-seed:          one process; full-resolution decode, the seed's hair test at full size, INTER_AREA resize
-               to a 1024 px long side, JPEG q95 write (sha256 of the bytes too, as the manifest needs it).
-ours:          process_images() at resolution 1024, no cache: reduced JPEG decode, hair at the 1024 px
-               working size, one decode per image; with every core and, to separate the two gains, with one.
-Prints the median images/s of REPEATS runs of each and the ratios, plus the cores used.
+Inputs: CC0 demo images upscaled to 6000x4000 (INTER_CUBIC, JPEG q95) in a temporary folder, with an ISIC
+2020 ground-truth CSV listing them as melanomas.
 
-Run: .venv/bin/python bench/bench_images.py [--count 16] [--workers N]
+Whole processes, run alternately (blog, ours, blog, ours, ...) so both see the same machine load:
+  blog:  bench/blog_hair.py, a re-implementation of the seed's hair script: every file decoded at full
+         resolution, the seed's test (gray, 5x5 blur, Canny 50/250, external contours >= 100 px, > 4000 px
+         is hairy) at that native size, one process (OpenCV's own threads use every core).
+  ours:  `medsynth dataset build` of the CSV at the default 1024 px and the default worker count, no cache:
+         ingest, reduced decode, sha256, hair at the working size, one resize, JPEG encode, captions, report.
+In-process, the image stage alone (process_images, no cache), to show whether processes would beat threads:
+  threads with every core; a spawn process pool of the same per-image function; one thread.
+Prints medians of REPEATS runs and the ratios.
+
+Run: .venv/bin/python bench/bench_images.py [--count 32] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.images import ImageJob, process_images  # noqa: E402
+from orchestrator.images import ImageJob, _process_one, process_images  # noqa: E402
 from orchestrator.paths import DEMO_DIR  # noqa: E402
 
 RESOLUTION = 1024
-REPEATS = 3
+BENCH = Path(__file__).resolve().parent
+MEDSYNTH = Path(sys.executable).with_name("medsynth")
 
 
-def make_inputs(folder: Path, count: int) -> list[Path]:
+def make_inputs(folder: Path, count: int) -> tuple[Path, Path]:
+    """(image folder, ISIC 2020 ground-truth CSV) of `count` 6000x4000 JPEGs."""
+    images = folder / "images"
+    images.mkdir()
     demo = sorted((DEMO_DIR / "images").glob("*.jpg"))
-    paths = []
+    rows = ["image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"]
     for i in range(count):
         image = cv2.resize(cv2.imread(str(demo[i % len(demo)])), (6000, 4000), interpolation=cv2.INTER_CUBIC)
-        path = folder / f"BIG_{i:03d}.jpg"
-        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        paths.append(path)
-    return paths
+        cv2.imwrite(str(images / f"BIG_{i:04d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        rows.append(f"BIG_{i:04d},IP_{i:07d},male,{40 + i % 40},torso,melanoma,malignant,1")
+    csv = folder / "ISIC_2020_Training_GroundTruth.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return images, csv
 
 
-def seed_way(sources: list[Path], out: Path) -> None:
-    for src in sources:
-        data = src.read_bytes()
-        hashlib.sha256(data).hexdigest()
-        image = cv2.imread(str(src))
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        contours, _ = cv2.findContours(cv2.Canny(cv2.GaussianBlur(gray, (5, 5), 0), 50, 250),
-                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        sum(length for length in (cv2.arcLength(c, False) for c in contours) if length >= 100) > 4000
-        h, w = image.shape[:2]
-        scale = RESOLUTION / max(h, w)
-        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(out / src.name), small, [cv2.IMWRITE_JPEG_QUALITY, 95])
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
-def our_way(sources: list[Path], out: Path, workers: int) -> None:
-    jobs = [ImageJob(p.stem, p, out / p.name, RESOLUTION) for p in sources]
-    results = process_images(jobs, workers=workers, cache_path=None, progress=False)
+def in_process(run: Callable[[Path], None], scratch: Path) -> float:
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    try:
+        start = time.perf_counter()
+        run(out)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(out)
+
+
+def threads(jobs_for: Callable[[Path], list[ImageJob]], workers: int, out: Path) -> None:
+    results = process_images(jobs_for(out), workers=workers, cache_path=None, progress=False)
     assert all(r.error is None for r in results), [r.error for r in results]
 
 
-def images_per_second(fn: Callable[[Path], None], count: int, scratch: Path) -> float:
-    rates = []
-    for _ in range(REPEATS):
-        with tempfile.TemporaryDirectory(dir=scratch) as out:
-            start = time.perf_counter()
-            fn(Path(out))
-            rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates)
+def processes(jobs_for: Callable[[Path], list[ImageJob]], workers: int, out: Path) -> None:
+    # spawn: the only start method that is safe once OpenCV has started its threads
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        results = [r for r, _ in pool.map(partial(_process_one, cache={}), jobs_for(out), chunksize=2)]
+    assert all(r.error is None for r in results), [r.error for r in results]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=32, help="number of 6000x4000 inputs")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="medsynth-bench-images-") as scratch:
-        sources = make_inputs(Path(scratch), args.count)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="medsynth-bench-images-") as tmp:
+        scratch = Path(tmp)
+        images, csv = make_inputs(scratch, args.count)
+        sources = sorted(images.glob("*.jpg"))
         print(f"{args.count} JPEGs of 6000x4000 ({sum(p.stat().st_size for p in sources) / 1e6:.0f} MB), "
-              f"output long side {RESOLUTION}; {os.cpu_count()} cores, {args.workers} workers; "
-              f"median of {REPEATS} runs")
-        seed = images_per_second(lambda out: seed_way(sources, out), args.count, Path(scratch))
-        ours = images_per_second(lambda out: our_way(sources, out, args.workers), args.count, Path(scratch))
-        single = images_per_second(lambda out: our_way(sources, out, 1), args.count, Path(scratch))
-    print(f"seed (full decode, 1 process)        {seed:7.2f} images/s")
-    print(f"ours ({args.workers} workers)                    {ours:7.2f} images/s   ratio {ours / seed:5.1f}x  "
-          f"(target >= 4x)")
-    print(f"ours (1 worker: reduced decode only) {single:7.2f} images/s   ratio {single / seed:5.1f}x")
+              f"output long side {RESOLUTION}; {cores} cores; median of {args.repeats} runs")
+        blog_cmd = [sys.executable, str(BENCH / "blog_hair.py"), str(images)]
+        ours_out = scratch / "built" / "dataset"
+        ours_cmd = [str(MEDSYNTH), "dataset", "build", "--csv", str(csv), "--images", str(images),
+                    "--out", str(ours_out), "--quiet"]
+        blog, ours = [], []
+        for _ in range(args.repeats):
+            blog.append(timed(blog_cmd))
+            shutil.rmtree(ours_out.parent, ignore_errors=True)  # no cache, no earlier build to reuse
+            ours.append(timed(ours_cmd))
+        blog_rate, ours_rate = args.count / statistics.median(blog), args.count / statistics.median(ours)
+        print(f"blog hair script (whole process)        {blog_rate:7.2f} images/s")
+        print(f"medsynth dataset build (whole process)  {ours_rate:7.2f} images/s   "
+              f"ratio {ours_rate / blog_rate:5.2f}x  (target >= 4x)")
+
+        def jobs_for(out: Path) -> list[ImageJob]:
+            return [ImageJob(p.stem, p, out / p.name, RESOLUTION) for p in sources]
+        variants = {f"threads ({cores})": partial(threads, jobs_for, cores),
+                    f"spawn processes ({cores})": partial(processes, jobs_for, cores),
+                    "one thread": partial(threads, jobs_for, 1)}
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, run in variants.items():
+                seconds[name].append(in_process(run, scratch))
+        base = args.count / statistics.median(seconds[f"threads ({cores})"])
+        for name, values in seconds.items():
+            rate = args.count / statistics.median(values)
+            print(f"image stage, {name:<26} {rate:7.2f} images/s   {rate / base:5.2f}x threads")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import pandas as pd
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from orchestrator import paths
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import TEMPLATES_DIR
 
 # C0/C1 control characters, DEL, and Unicode line/paragraph separators: all become one space
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -44,7 +44,8 @@ _SPACES = re.compile(r" {2,}")
 
 @dataclass(frozen=True)
 class CaptionSettings:
-    template: Path = TEMPLATES_DIR / "caption.j2"
+    # the project folder's templates/caption.j2 when there is one, else the packaged one
+    template: Path = field(default_factory=lambda: paths.find_template("caption.j2"))
     trigger: str = "me1anoma"
     # exact site value -> caption word, e.g. {"lower extremity": "leg"}; sites not in the map are kept
     site_map: Mapping[str, str] = field(default_factory=dict)

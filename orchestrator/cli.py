@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from orchestrator.errors import MedsynthError
+from orchestrator.errors import Interrupted, MedsynthError
 
 
 class _Group(click.Group):
-    """Turns a MedsynthError into one 'error: ...' line and exit code 1, without a traceback."""
+    """Turns a MedsynthError into one 'error: ...' line and exit code 1, without a traceback; an OSError that
+    escaped the specific messages into 'error: <path>: <reason>' (exit 1); Interrupted (a stop signal, see
+    errors.stop_signals_raise) into 'error: interrupted (SIGTERM): <what was cleaned up>', exit 128 + signal."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MedsynthError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Interrupted as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `medsynth ... | head`: the reader left; no error of ours, no traceback at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as exc:  # last resort: a user's path the code did not expect to fail, in one line
+            paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+            reason = " ".join(str(exc.strerror or exc).split())
+            click.echo(f"error: {paths}: {reason}" if paths else f"error: {reason}", err=True)
             sys.exit(1)
 
 
@@ -80,6 +94,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
                   quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
     from orchestrator.dataset_settings import resolve_settings, selection_warnings, settings_from_mapping
+    from orchestrator.errors import stop_signals_raise
     from orchestrator.layout import build_dataset
     from orchestrator.project_file import find_project_file, load_project_file
     from orchestrator.report import format_report
@@ -103,15 +118,23 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
     settings = resolve_settings(*layers)
     for warning in selection_warnings(settings):
         click.echo(warning, err=True)
-    result = build_dataset(settings, dry_run=dry_run, progress=not quiet)
+    # SIGINT, SIGTERM and SIGHUP stop the build through its clean-up (no partial folder is left behind)
+    with stop_signals_raise():
+        result = build_dataset(settings, dry_run=dry_run, progress=not quiet)
     click.echo(format_report(result.report), nl=False)
     elapsed = time.perf_counter() - started
     if result.dry_run:
-        click.echo(f"dry run: {result.selected} rows selected, {result.skipped} images missing; "
-                   f"would write {result.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+        to_build = result.selected - result.missing
+        click.echo(f"dry run: {result.selected} rows selected, {result.missing} missing images, "
+                   f"{result.duplicates} duplicates dropped; would write {to_build} images + captions to "
+                   f"{result.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+        if to_build == 0:
+            click.echo(f"warning: none of the {result.selected} selected images is in "
+                       f"{', '.join(map(str, settings.images))}: a build would fail (no usable images)", err=True)
     else:
         click.echo(f"wrote {result.written} images + captions to {result.out} "
-                   f"({result.skipped} skipped, {result.reused} reused from the previous build) in {elapsed:.1f} s; "
+                   f"({result.skipped} skipped, {result.duplicates} duplicates dropped, "
+                   f"{result.reused} reused from the previous build) in {elapsed:.1f} s; "
                    f"manifest: {result.out / 'manifest.csv'}")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from orchestrator.errors import MedsynthError
-from orchestrator.generate_prompts import BALANCE_FIELDS
-from orchestrator.paths import SD_SCRIPTS_DIR
+from orchestrator.generate_fields import BALANCE_FIELDS
+from orchestrator.paths import default_sd_scripts
 
 
 def _gpus(num_processes: int, cpu: bool) -> list[str | None]:
@@ -55,12 +55,14 @@ def _gpus(num_processes: int, cpu: bool) -> list[str | None]:
 @click.option("--cpu", is_flag=True, help="Generate on the CPU (tiny test models only; an fp16 run's model runs "
                                           "in float32 there).")
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
-              default=SD_SCRIPTS_DIR, show_default="vendor/sd-scripts", help="The sd-scripts checkout to run.")
+              help="The sd-scripts checkout to run (default: vendor/sd-scripts in the project folder when it "
+                   "has one, else the medsynth checkout's).")
 def generate(run_dir, count, epoch, match, balance, keep_hair, seed, out, caption_template, batch_size, num_processes,
              dry_run, offline, cpu, sd_scripts) -> None:
     """Generate COUNT synthetic images with RUN_DIR's LoRA into <out>/synthetic/ (images/SYN_*.png and an
     ISIC 2020-style metadata.csv). Prompts are drawn from the run's training manifest; a re-run keeps the
     images already made and generates the rest."""
+    sd_scripts = sd_scripts if sd_scripts is not None else default_sd_scripts()
     try:
         if match and balance:
             raise MedsynthError("--match-distribution and --balance exclude each other")

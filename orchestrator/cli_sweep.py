@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import SD_SCRIPTS_DIR
+from orchestrator.paths import default_sd_scripts
 
 
 @click.command("sweep")
@@ -33,7 +33,8 @@ from orchestrator.paths import SD_SCRIPTS_DIR
 @click.option("--offline", is_flag=True, help="No hub access for training (HF_HUB_OFFLINE=1), as in 'train'.")
 @click.option("--cpu", is_flag=True, help="Train on the CPU (tiny test runs only; skips the GPU checks).")
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
-              default=SD_SCRIPTS_DIR, show_default="vendor/sd-scripts", help="The sd-scripts checkout to run.")
+              help="The sd-scripts checkout to run (default: vendor/sd-scripts in the project folder when it "
+                   "has one, else the medsynth checkout's).")
 def sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_memory, sets, config_path, offline,
           cpu, sd_scripts) -> None:
     """Train every combination of SWEEP_FILE's [grid] (or its [[runs]]) one after another.
@@ -44,6 +45,7 @@ def sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_m
     resolution and model share their latent and text-encoder disk caches. Exit code: 0 when every run finished.
     File format and details: docs/sweep.md; an example: templates/sweeps/lr-optimizer.toml.
     """
+    sd_scripts = sd_scripts if sd_scripts is not None else default_sd_scripts(config_path)
     try:
         code = _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_memory, sets, config_path,
                       offline, cpu, sd_scripts)
@@ -94,7 +96,8 @@ def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_
     if emit:
         launcher = sweep_run.planning_launcher(sd_scripts=sd_scripts, gpus=seen, num_processes=gpus,
                                                offline=offline, cpu=cpu, min_gpu_gib=base.preset.min_gpu_gib)
-        sweep_run.write_sweep(spec, sweep_dir, planned, launcher)
+        sweep_run.write_sweep(spec, sweep_dir, planned, launcher, trained_here=False,
+                              say=lambda line: click.echo(line, err=True))
         script = sweep_slurm.write_script(sweep_dir, name=spec.name, run_dirs=[p.plan.run_dir for p in planned],
                                           gpus=gpus, time=time_limit, partition=partition, account=account,
                                           python=sys.executable)  # medsynth itself, not the training interpreter

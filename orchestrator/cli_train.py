@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import SD_SCRIPTS_DIR
+from orchestrator.paths import default_sd_scripts
 
 
 def _gpu_ids(text: str | None) -> tuple[int, ...]:
@@ -59,12 +59,14 @@ def _gpu_ids(text: str | None) -> tuple[int, ...]:
                                               "the local tokenizers and model first.")
 @click.option("--cpu", is_flag=True, help="Train on the CPU (tiny test runs only; skips the GPU checks).")
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
-              default=SD_SCRIPTS_DIR, show_default="vendor/sd-scripts", help="The sd-scripts checkout to run.")
+              help="The sd-scripts checkout to run (default: vendor/sd-scripts in the project folder when it "
+                   "has one, else the medsynth checkout's).")
 def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, num_machines,
           machine_rank, main_process_ip, main_process_port, run_dir, offline, cpu, sd_scripts) -> None:
     """Render runs/<name>/{dataset,train}.toml and sample prompts, validate them, and train with accelerate."""
     from orchestrator.launch import Machines, launch_created
 
+    sd_scripts = sd_scripts if sd_scripts is not None else default_sd_scripts(config_path)
     try:
         if run_dir is not None:
             # with --resume it continues the folder (a sweep's run, which --run-name cannot name), else trains it

@@ -26,11 +26,11 @@ from typing import Any
 
 import toml
 
+from orchestrator import paths
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import REPO_ROOT, TEMPLATES_DIR
+from orchestrator.paths import PRESETS_DIR  # noqa: F401  (the packaged presets; kept as config.PRESETS_DIR)
 from orchestrator.suggest import did_you_mean
 
-PRESETS_DIR = TEMPLATES_DIR / "presets"
 DEFAULT_PRESET = "default"
 AUTO = "auto"
 LR_SCALINGS = ("none", "sqrt", "linear")
@@ -118,7 +118,7 @@ class TrainConfig:
     sample_prompts_file: Path | None = None        # a text file of prompt texts, one per line (# = comment)
     # --- where
     dataset: Path | None = None                    # None: the [dataset] out of medsynth.toml
-    runs_dir: Path = REPO_ROOT / "runs"
+    runs_dir: Path = field(default_factory=paths.default_runs_dir)  # load_settings: runs/ in the project folder
     logging_dir: Path | None = None                # None: runs/<name>/logs
     kohya: Mapping[str, Any] = field(default_factory=dict)  # other sd-scripts options, passed through
 
@@ -162,12 +162,27 @@ def _type_name(name: str) -> str:
     return str(FIELDS[name].type)
 
 
+def _check_kohya_option(option: str, source: str) -> None:
+    """sd-scripts ignores a training option it does not know, so a kohya.<option> that sdxl_train_network.py
+    lacks is refused here, where the file or --set that gave it is known."""
+    from orchestrator.kohya import validate  # the contract is read only once a kohya.* key is given
+
+    contract = validate.load_contract()
+    if option in contract.options or option in FIELDS:
+        return  # kohya.<a medsynth setting> is refused by name once the layers are merged
+    hint = validate.unknown_option_hint(option, contract, prefix=_KOHYA_PREFIX,
+                                        settings=[name for name in FIELDS if name != "kohya"])
+    raise MedsynthError(f"{source}: '{_KOHYA_PREFIX}{option}' is not an option of sd-scripts' "
+                        f"sdxl_train_network.py{hint}")
+
+
 def convert_value(key: str, value: Any, *, base: Path, source: str) -> Any:
     """Check one value against its field's type and convert it (paths resolved against `base`)."""
     if key.startswith(_KOHYA_PREFIX):
         option = key[len(_KOHYA_PREFIX):]
         if not _OPTION_NAME.match(option):
             raise MedsynthError(f"{source}: '{key}' is not a valid sd-scripts option name")
+        _check_kohya_option(option, source)
         return value
     if key not in FIELDS or key == "kohya":
         raise MedsynthError(f"{source}: unknown train setting '{key}'{did_you_mean(key, FIELDS)} "
@@ -258,14 +273,18 @@ def _parse_value(text: str, key: str) -> Any:
 
 # ----------------------------------------------------------------------------------------------- presets
 
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+def preset_names(folder: Path | None = None) -> list[str]:
+    """The packaged presets and those in <project folder>/templates/presets."""
+    return sorted({p.stem for d in paths.preset_dirs(folder) for p in d.glob("*.toml")})
 
 
-def load_preset(name: str, presets_dir: Path = PRESETS_DIR) -> Preset:
-    path = presets_dir / f"{name}.toml"
+def load_preset(name: str, presets_dir: Path | None = None, *, folder: Path | None = None) -> Preset:
+    """templates/presets/<name>.toml: the project folder's own (`folder`, default the current project folder)
+    before the packaged one; only `presets_dir` when given."""
+    dirs = [presets_dir] if presets_dir is not None else paths.preset_dirs(folder)
+    path = next((d / f"{name}.toml" for d in dirs if (d / f"{name}.toml").is_file()), dirs[0] / f"{name}.toml")
     if not path.is_file():
-        names = sorted(p.stem for p in presets_dir.glob("*.toml"))
+        names = sorted({p.stem for d in dirs for p in d.glob("*.toml")})
         raise MedsynthError(f"unknown preset '{name}'{did_you_mean(name, names)} (available: {', '.join(names)})")
     try:
         data = toml.loads(path.read_text(encoding="utf-8"))
@@ -545,6 +564,7 @@ def load_settings(*, preset_name: str | None = None, project: Path | None = None
     layers: list[Layer] = []
     train_table = dict((project_tables or {}).get("train", {}))
     base = project.parent.resolve() if project is not None else cwd
+    paths.set_project_dir(base)  # the rendered templates come from here too (<base>/templates before the packaged)
     if project is not None:
         dataset_out = (project_tables or {}).get("dataset", {}).get("out")
         if isinstance(dataset_out, str) and "dataset" not in train_table:
@@ -553,11 +573,13 @@ def load_settings(*, preset_name: str | None = None, project: Path | None = None
     name = preset_name or train_table.get("preset") or DEFAULT_PRESET
     if not isinstance(name, str):
         raise MedsynthError(f"{project} [train]: 'preset' must be a preset name, got {name!r}")
-    preset = load_preset(name)
+    preset = load_preset(name, folder=base)
     if options:
         layers.append(layer_from_mapping({k: v for k, v in options.items() if v is not None}, base=cwd,
                                          source="command line"))
     if sets:
         layers.append(parse_set(sets, base=cwd))
     cfg, user_keys = merge_layers(preset, layers)
+    if "runs_dir" not in user_keys and "runs_dir" not in preset.values:
+        cfg = dataclasses.replace(cfg, runs_dir=paths.default_runs_dir(base))  # beside the project file, else ./runs
     return Settings(preset, tuple(layers), cfg, frozenset(user_keys))

@@ -9,10 +9,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import paths
 from orchestrator.errors import MedsynthError
 from orchestrator.ingest.detect import FORMATS
-from orchestrator.paths import TEMPLATES_DIR
 from orchestrator.suggest import did_you_mean
+
+
+def check_selection(settings: DatasetSettings) -> None:
+    """One class folder and one trigger name one class: several diagnoses (melanoma with nevus: malignant and
+    benign) under them would all be captioned with the one trigger and train as one word."""
+    if settings.benign:
+        return  # diagnoses are not read then
+    chosen = list(dict.fromkeys(d.strip().lower() for d in settings.diagnoses))
+    if len(chosen) > 1:
+        raise MedsynthError(f"dataset setting 'diagnoses' ({', '.join(chosen)}) mixes classes: all would go into "
+                            f"'{settings.repeats}_{settings.class_name}' captioned '{settings.trigger}': build one "
+                            f"dataset per class, each with its own --diagnosis, --class, --trigger and --out "
+                            f"(building several classes at once is planned)")
 
 
 @dataclass(frozen=True)
@@ -32,8 +45,12 @@ class DatasetSettings:
     strict: bool = False                      # a per-image problem is fatal instead of a recorded skip
     skin_tone: bool = False                   # measure the skin's ITA band: manifest, captions, report
     trigger: str = "me1anoma"
-    caption_template: Path = TEMPLATES_DIR / "caption.j2"
+    # ./templates/caption.j2 when the working directory has one, else the packaged one
+    caption_template: Path = field(default_factory=lambda: paths.find_template("caption.j2"))
     site_map: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_selection(self)  # here, so that building from settings made in code refuses it too
 
 
 _PATH_LIST_KEYS = ("csv", "images")

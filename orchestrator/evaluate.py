@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from orchestrator.errors import MedsynthError
 from orchestrator.images import decode_reduced, jpeg_size
 from orchestrator.run_outputs import Column, find_samples
-from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES, analysis_image, features_from_mask,
+from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
                                         field_of_view, lesion_mask)
 from orchestrator.vision.skin_tone import BAND_NAMES, ita_of_pixels, skin_ring, tone_band
+from orchestrator.workers import STALL_TIMEOUT, run_parallel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-_POOL_MIN_IMAGES = 8  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -147,35 +145,12 @@ def analyse_image(path: Path, root: Path) -> ImageRecord:
     return ImageRecord(name, None, found, values, colours, None if ita is None else tone_band(ita))
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # never plain fork: a fork of a process whose OpenCV thread pool has run can deadlock in the child
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
-
-
-def _analyse_job(job: tuple[Path, Path]) -> ImageRecord:
-    cv2.setNumThreads(1)  # one image per process
-    return analyse_image(*job)
-
-
 def analyse(files: Sequence[Path], root: Path, *, workers: int, progress: bool = True,
             desc: str = "images") -> list[ImageRecord]:
-    """Records in file order; in a pool of `workers` processes from _POOL_MIN_IMAGES images on."""
-    jobs = [(p, root) for p in files]
-    with tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress) as bar:
-        if workers <= 1 or len(jobs) < _POOL_MIN_IMAGES:
-            records = []
-            for job in jobs:
-                records.append(analyse_image(*job))
-                bar.update()
-            return records
-        chunk = max(1, min(16, len(jobs) // (workers * 4)))
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
-            records = []
-            for record in pool.map(_analyse_job, jobs, chunksize=chunk):
-                records.append(record)
-                bar.update()
-            return records
+    """Records in file order, computed on `workers` threads (orchestrator/workers.py)."""
+    with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
+        return run_parallel(partial(analyse_image, root=root), files, workers=workers, stall_timeout=STALL_TIMEOUT,
+                            describe=lambda path: f"image {path}", on_result=lambda _: bar.update())
 
 
 # ---- statistics ----
@@ -249,7 +224,7 @@ def colour_frequencies(records: Sequence[ImageRecord]) -> dict[str, float]:
     """Share of the images with a lesion in which each dermoscopic colour is present."""
     found = [r for r in records if r.lesion_found]
     return {name: round(sum(name in r.colour_names for r in found) / len(found), 4) if found else 0.0
-            for name in COLOUR_CENTRES}
+            for name in COLOUR_CENTRES_RGB}
 
 
 def set_summary(images: ImageSet, records: Sequence[ImageRecord]) -> dict[str, Any]:
@@ -350,6 +325,15 @@ class Evaluation:
         }
 
 
+def usable_or_fail(images: ImageSet, records: Sequence[ImageRecord]) -> None:
+    """A set none of whose files decodes has nothing to compare: an error naming its folder, as `dataset
+    build` fails with no usable images (a report of empty columns would read as a result)."""
+    if records and all(r.error is not None for r in records):
+        shown = ", ".join(r.name for r in records[:3]) + (", ..." if len(records) > 3 else "")
+        raise MedsynthError(f"{images.root}: no usable images: none of its {len(records)} image files decodes "
+                            f"({shown})")
+
+
 def evaluate(real: Path, synth: Path, *, run_dir: Path | None = None, inception_weights: Path | None = None,
              workers: int = 1, progress: bool = True) -> Evaluation:
     """Measure both sets (and the run's samples per epoch), and FID/KID when weights are given."""
@@ -361,7 +345,9 @@ def evaluate(real: Path, synth: Path, *, run_dir: Path | None = None, inception_
         model = load_inception(inception_weights)
     groups = run_samples(run_dir) if run_dir is not None else []
     real_records = analyse(real_set.files, real_set.root, workers=workers, progress=progress, desc="real")
+    usable_or_fail(real_set, real_records)
     synth_records = analyse(synth_set.files, synth_set.root, workers=workers, progress=progress, desc="synthetic")
+    usable_or_fail(synth_set, synth_records)
     points = [(column, analyse(files, run_dir / "sample", workers=workers, progress=progress,  # type: ignore[operator]
                                desc=column.label)) for column, files in groups]
     fid = fid_kid(real_set, synth_set, inception_weights, model=model, progress=progress) \

@@ -15,8 +15,8 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from orchestrator import paths
 from orchestrator.evaluate import FEATURES, Evaluation, Feature, feature_values
-from orchestrator.paths import TEMPLATES_DIR
 from orchestrator.vision.skin_tone import BAND_NAMES
 
 ASSETS = "evaluation_files"
@@ -126,7 +126,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _render(context: dict[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template("evaluation.html.j2").render(**context)
 

@@ -89,9 +89,32 @@ def lora_for_epoch(run: RunInfo, epoch: int | None) -> tuple[Path, int | None]:
     elif epoch in numbered:
         return numbered[epoch], epoch
     have = sorted(numbered) + ([last] if final.is_file() else [])
-    asked = f"epoch {epoch}" if epoch is not None else "a LoRA"
-    raise MedsynthError(f"{run.run_dir}: no {asked} file ({name}[-NNNNNN].safetensors); epochs present: "
+    asked = f"epoch {epoch} file" if epoch is not None else "LoRA file"
+    raise MedsynthError(f"{run.run_dir}: no {asked} ({name}[-NNNNNN].safetensors); epochs present: "
                         f"{', '.join(map(str, have)) or 'none (has the run finished an epoch?)'}")
+
+
+def check_lora_file(path: Path) -> None:
+    """Refuse what sdxl_gen_img.py could not load, before a dry run says it would use it: an empty file, or one
+    that is not safetensors (an 8-byte little-endian header length, a JSON header, then exactly the tensor bytes
+    the header indexes), such as one cut short by a run killed while saving."""
+    size = path.stat().st_size
+    if size == 0:
+        raise MedsynthError(f"{path}: empty LoRA file (0 bytes; a run stopped while saving?): choose another --epoch")
+    try:
+        with path.open("rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if size < 8 or not 2 <= length <= size - 8:
+                raise ValueError("no safetensors header")
+            header = json.loads(fh.read(length))
+        tensors = [v for k, v in header.items() if k != "__metadata__"]
+        if not tensors:
+            raise ValueError("it holds no tensors")
+        end = max(int(t["data_offsets"][1]) for t in tensors)
+        if end != size - 8 - length:
+            raise ValueError(f"its header indexes {end} bytes of tensors, it holds {size - 8 - length}: cut short?")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise MedsynthError(f"{path}: not a safetensors LoRA file ({exc}): choose another --epoch") from exc
 
 
 def sha256_of(path: Path) -> str:
@@ -154,6 +177,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
 
     run = read_run(run_dir)
     lora, epoch = lora_for_epoch(run, epoch)
+    check_lora_file(lora)
     dataset = run.dataset
     try:
         meta = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))

@@ -23,10 +23,10 @@ import pandas as pd
 
 from orchestrator.captions import CaptionSettings, render_captions
 from orchestrator.errors import MedsynthError
+from orchestrator.generate_fields import BALANCE_FIELDS
 from orchestrator.lesions import LESION_COLUMNS, conform
 from orchestrator.report import age_band
 
-BALANCE_FIELDS = ("site", "sex", "age_band", "skin_tone")
 MAX_SEED = 0x7FFFFFFF  # sd-scripts draws its own seeds in 0..2**31-1
 # sdxl_gen_img.py splits a prompt line on " --" and expands {a|b} variants: neither may be in a prompt
 _FORBIDDEN = (" --", "{", "}")

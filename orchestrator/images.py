@@ -27,16 +27,19 @@ and resolution), an image costs one read for the hash and one link. Small runs s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-import multiprocessing
 import os
+import re
 import shutil
 import stat
 import struct
+import sys
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -44,8 +47,9 @@ import numpy as np
 from tqdm import tqdm
 
 from orchestrator.errors import MedsynthError
-from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy
+from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy, working_image
 from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita
+from orchestrator.workers import STALL_TIMEOUT, run_parallel
 
 # bump when hair_score's method changes: cached scores of another version are ignored
 # (v2: always measured on the working-size decode; v1 used the output's, which depended on the resolution)
@@ -53,9 +57,9 @@ HAIR_ALGORITHM = f"seed-canny-contours/v2/work{WORKING_SIZE}/ref{REFERENCE_SIZE}
 JPEG_QUALITY = 95
 _JPEG_SOI = b"\xff\xd8"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# below this many jobs to decode (no earlier output to reuse), starting worker processes (~0.3 s) costs
-# more than it saves; a re-run whose jobs all have `reuse` is hashing and linking only
-_POOL_MIN_JOBS = 8
+# a marker in a JPEG's entropy-coded data: FF followed by neither a stuffed 00, a restart marker nor a fill FF
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_FICLONE = 0x40049409  # linux/fs.h: share the source's blocks copy-on-write (btrfs, xfs), never its inode
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
@@ -64,7 +68,7 @@ class ImageJob:
     image_id: str
     src: Path
     dst: Path                      # the final training image path; its folder exists
-    resolution: int | None         # long side of the output; None = --no-resize (link, else copy, the original)
+    resolution: int | None         # long side of the output; None = --no-resize (a copy of the original)
     reuse: Path | None = None      # an earlier build's output for the same sha256 and resolution
     skin_tone: bool = False        # also measure the skin's ITA
 
@@ -83,42 +87,30 @@ class ImageResult:
     ita: float | None = None       # the skin's ITA in degrees (skin_tone jobs; None when no skin was found)
 
 
-# sha256 -> [width, height, hair_score] or [width, height, hair_score, ita] for the running process_images
-# call; set once per worker process
-_cache: dict[str, list] = {}
-
-
 def process_images(jobs: Sequence[ImageJob], *, workers: int, cache_path: Path | None,
-                   progress: bool = True) -> list[ImageResult]:
-    """Run every job and return the results in job order: in a pool of `workers` processes when there are
-    at least _POOL_MIN_JOBS images to decode, else in this process."""
+                   progress: bool = True, stall_timeout: float = STALL_TIMEOUT) -> list[ImageResult]:
+    """Run every job on `workers` threads (orchestrator/workers.py: no fork, a watchdog) and return the
+    results in job order."""
     cache = _read_cache(cache_path)
-    bar = tqdm(total=len(jobs), desc="images", unit="img", disable=not progress)
     outcomes: list[tuple[ImageResult, list | None]] = []
-    try:
-        if workers <= 1 or sum(job.reuse is None for job in jobs) < _POOL_MIN_JOBS:
-            _use_cache(cache)
-            for job in jobs:
-                outcomes.append(_process_one(job))
-                bar.update()
-        else:
-            workers = min(workers, len(jobs))
-            chunk = max(1, min(32, len(jobs) // (workers * 8)))
-            with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker,
-                                     initargs=(cache,)) as pool:
-                for outcome in pool.map(_process_one, jobs, chunksize=chunk):
-                    outcomes.append(outcome)
-                    bar.update()
-    finally:
-        bar.close()
-        _use_cache({})
-        # saved even when the run is cut short (Ctrl-C, a write error), so the re-run redoes none of this work;
-        # new images, and cached ones that gained an ITA
-        fresh = {r.sha256: entry for r, entry in outcomes
-                 if entry is not None and len(entry) > len(cache.get(r.sha256, ()))}
-        if cache_path is not None and fresh:
-            _write_cache(cache_path, {**cache, **fresh})
-    return [r for r, _ in outcomes]
+
+    def arrived(outcome: tuple[ImageResult, list | None]) -> None:
+        outcomes.append(outcome)
+        bar.update()
+
+    with tqdm(total=len(jobs), desc="images", unit="img", disable=not progress) as bar:
+        try:
+            ordered = run_parallel(partial(_process_one, cache=cache), jobs, workers=workers,
+                                   stall_timeout=stall_timeout, describe=lambda job: f"image {job.src}",
+                                   on_result=arrived)
+        finally:
+            # saved even when the run is cut short (Ctrl-C, a write error), so the re-run redoes none of this
+            # work; new images, and cached ones that gained an ITA
+            fresh = {r.sha256: entry for r, entry in outcomes
+                     if entry is not None and len(entry) > len(cache.get(r.sha256, ()))}
+            if cache_path is not None and fresh:
+                _save_cache(cache_path, {**cache, **fresh}, failing=sys.exc_info()[1] is not None)
+    return [r for r, _ in ordered]
 
 
 def output_size(width: int, height: int, resolution: int | None) -> tuple[int, int]:
@@ -129,26 +121,7 @@ def output_size(width: int, height: int, resolution: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # never plain fork: a fork of a process whose OpenCV thread pool has run deadlocks in the child
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # workers fork with OpenCV already imported: ~20 ms, not ~300
-    return context
-
-
-def _use_cache(cache: dict[str, list]) -> None:
-    global _cache
-    _cache = cache
-
-
-def _init_worker(cache: dict[str, list]) -> None:
-    _use_cache(cache)
-    cv2.setNumThreads(1)  # one image per process: OpenCV's own threads would only oversubscribe the cores
-
-
-def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
+def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, list | None]:
     """The job's result, plus a new cache entry when the image was analysed here."""
     def failed(reason: str, sha: str | None = None) -> tuple[ImageResult, None]:
         return ImageResult(job.image_id, sha, None, None, None, None, None, None, reason), None
@@ -172,7 +145,7 @@ def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
     if problem:
         return failed(problem, sha)
 
-    cached = _cache.get(sha)
+    cached = cache.get(sha)
     if cached is not None and job.skin_tone and len(cached) < 4:
         cached = None  # analysed before without the tone: analyse again (same hair score, plus the ITA)
     reuse = job.reuse if job.reuse is not None and job.reuse.is_file() else None
@@ -181,29 +154,34 @@ def _process_one(job: ImageJob) -> tuple[ImageResult, list | None]:
         ita = cached[3] if job.skin_tone else None
         out_w, out_h = output_size(width, height, job.resolution)
         if job.resolution is None or reuse is not None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
-            _output(job.dst, link=reuse or job.src)  # no decode at all
+            _output(job.dst, reuse=reuse, copy=job.src)  # no decode at all
             return ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None,
                                ita), None
 
     image, width, height, problem = _decode(data, kind, job.resolution)
     if problem:
         return failed(problem, sha)
+    out_w, out_h = output_size(width, height, job.resolution)
+    resized = None
     if cached is None:  # else score and ita came from the cache above
         # analysed from the decode a WORKING_SIZE need gives (the one above unless the output is larger):
         # libjpeg's reduced decodes differ from a resize, and the cache keys scores by content alone
         analysed = (decode_reduced(data, WORKING_SIZE) if kind == "jpeg" and (job.resolution or 0) > WORKING_SIZE
                     else image)
-        score = hair_score(analysed)
+        work = working_image(analysed)
+        if analysed is image and work.shape[1::-1] == (out_w, out_h):
+            resized = work  # the output is the hair image (resolution = WORKING_SIZE): resize once
+        score = hair_score(work)
         ita = skin_ita(analysed) if job.skin_tone else None
-    out_w, out_h = output_size(width, height, job.resolution)
     if reuse is not None:
-        _output(job.dst, link=reuse)
+        _output(job.dst, reuse=reuse)
     elif job.resolution is None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
-        _output(job.dst, link=job.src)  # the original is already a fitting JPEG: no re-encode
+        _output(job.dst, copy=job.src)  # the original is already a fitting JPEG: no re-encode
     else:
-        if (image.shape[1], image.shape[0]) != (out_w, out_h):
-            image = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if resized is None:
+            resized = (image if (image.shape[1], image.shape[0]) == (out_w, out_h)
+                       else cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA))
+        ok, encoded = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise MedsynthError(f"cannot encode {job.dst} as JPEG")
         _output(job.dst, data=encoded.tobytes())
@@ -234,11 +212,33 @@ def _check_jpeg(data: bytes) -> str | None:
         return "cmyk"
     if components != 3:
         return "corrupt"
-    # entropy-coded data never contains FF D9 (FF is byte-stuffed), so the image ends at the first EOI after
-    # its last scan; bytes after it (camera trailers) are allowed
-    if data.find(b"\xff\xd9", data.rfind(b"\xff\xda")) < 0:
-        return "truncated"
-    return None
+    return None if _ends_with_eoi(data) else "truncated"
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """Whether the image data reach an end-of-image marker: walks the segments and scans (a progressive JPEG
+    has several) to the first EOI. Bytes after it (camera and vendor trailers) may hold anything, FF DA or
+    FF D9 included, so neither is searched for in the whole file."""
+    pos = data.find(b"\xff\xda")  # the first scan: _jpeg_header walked the segments before it
+    while True:
+        # the scan header's length, then entropy-coded data, in which a marker is FF + a non-stuffing byte
+        if pos < 0 or pos + 4 > len(data):
+            return False
+        match = _JPEG_MARKER.search(data, pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0])
+        while match is not None:
+            marker = data[match.start() + 1]
+            if marker == 0xD9:
+                return True
+            if marker == 0xDA:
+                break
+            # a segment between scans (DHT, DQT, DRI, COM, APPn): skip its length
+            seg = match.start()
+            if seg + 4 > len(data):
+                return False
+            match = _JPEG_MARKER.search(data, seg + 2 + struct.unpack(">H", data[seg + 2:seg + 4])[0])
+        if match is None:
+            return False
+        pos = match.start()
 
 
 def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
@@ -305,23 +305,44 @@ def _decode(data: bytes, kind: str, resolution: int | None) -> tuple[np.ndarray,
     return image, image.shape[1], image.shape[0], None
 
 
-def _output(dst: Path, *, link: Path | None = None, data: bytes | None = None) -> None:
-    """Write dst atomically: a hard link to (else a copy of) `link`, or `data`. Failing to write output is
-    not a per-image problem (disk full, permissions), so it stops the build."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+def _output(dst: Path, *, data: bytes | None = None, copy: Path | None = None, reuse: Path | None = None) -> None:
+    """Write dst atomically: `data`, a copy of the source `copy`, or the earlier output `reuse` (linked when
+    nothing else links it). Failing to write output is not a per-image problem (disk full, permissions), so
+    it stops the build."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.unlink(missing_ok=True)
         if data is not None:
             tmp.write_bytes(data)
-        else:
-            try:
-                os.link(link, tmp)  # type: ignore[arg-type]
-            except OSError:  # another file system, or links unsupported
-                shutil.copyfile(link, tmp)  # type: ignore[arg-type]
+        elif reuse is None or not _link_if_alone(reuse, tmp):
+            _copy(reuse or copy, tmp)  # type: ignore[arg-type]
         os.replace(tmp, dst)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise MedsynthError(f"cannot write {dst}: {e.strerror or e}") from e
+
+
+def _link_if_alone(src: Path, tmp: Path) -> bool:
+    """Hard-link an earlier build's output when nothing else links it (the build it belongs to is replaced
+    by this one); an output that an older medsynth linked to a source is copied instead."""
+    if src.stat().st_nlink != 1:
+        return False
+    try:
+        os.link(src, tmp)
+        return True
+    except OSError:  # another file system, or links unsupported
+        return False
+
+
+def _copy(src: Path, tmp: Path) -> None:
+    """A copy of src: a reflink where the file system shares blocks copy-on-write, else bytes."""
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, tmp)
 
 
 def _valid_entry(entry: object) -> bool:
@@ -347,6 +368,16 @@ def _read_cache(path: Path | None) -> dict[str, list]:
         return {}
     same_ita = content.get("ita_algorithm") == ITA_ALGORITHM
     return {sha: entry if same_ita else entry[:3] for sha, entry in images.items() if _valid_entry(entry)}
+
+
+def _save_cache(path: Path, entries: dict[str, list], *, failing: bool) -> None:
+    """Write the cache; when the run is already failing (a full disk, say), a cache that cannot be written
+    too must not replace that first error."""
+    try:
+        _write_cache(path, entries)
+    except MedsynthError:
+        if not failing:
+            raise
 
 
 def _write_cache(path: Path, entries: dict[str, list]) -> None:

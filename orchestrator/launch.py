@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from orchestrator.config import Settings, TrainConfig, choose_batch, resolve_batch
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
+from orchestrator.paths import SD_SCRIPTS_COMMIT, git_checkout
 from orchestrator.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_disk, check_gpus, check_model,
                                     check_optimizer, check_sd_scripts, check_tokenizers, failed_checks_as_warnings,
                                     probe_python)
@@ -271,12 +271,18 @@ def dry_run_text(plan: RunPlan, argv: Sequence[str], cwd: Path, env_changes: Map
 
 
 def project_commit() -> dict[str, Any]:
+    """medsynth's own commit when it runs from a git checkout; installed (a wheel), None."""
+    checkout = git_checkout()  # never git in site-packages: it could sit inside an unrelated repository
+    if checkout is None:
+        return {"medsynth": None}
     try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return {"medsynth": None}
+    if head.returncode != 0:
         return {"medsynth": None}
     return {"medsynth": head.stdout.strip() or None, "medsynth_dirty": bool(dirty.stdout.strip())}
 

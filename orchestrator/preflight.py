@@ -8,18 +8,20 @@ with one line saying what to do; notes that do not stop a run are collected in a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import TrainConfig
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
+from orchestrator.paths import SD_SCRIPTS_COMMIT, git_checkout
 
 TRAIN_SCRIPT = "sdxl_train_network.py"
 TOKENIZER_FOLDERS = ("openai_clip-vit-large-patch14", "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k")
@@ -125,14 +127,16 @@ def sd_scripts_commit(sd_scripts: Path) -> tuple[str | None, str]:
         done = subprocess.run(["git", "-C", str(sd_scripts), "rev-parse", "HEAD"], capture_output=True, text=True)
         if done.returncode == 0:
             return done.stdout.strip(), "git checkout"
-    try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-tree", "HEAD", "vendor/sd-scripts"],
-                              capture_output=True, text=True, timeout=10)
-        parts = done.stdout.split()
-        if done.returncode == 0 and len(parts) >= 3 and parts[1] == "commit":
-            return None, f"plain folder; the project's gitlink pins {parts[2]}"
-    except OSError:
-        pass
+    checkout = git_checkout()  # installed (a wheel): no gitlink to read
+    if checkout is not None:
+        try:
+            done = subprocess.run(["git", "-C", str(checkout), "ls-tree", "HEAD", "vendor/sd-scripts"],
+                                  capture_output=True, text=True, timeout=10)
+            parts = done.stdout.split()
+            if done.returncode == 0 and len(parts) >= 3 and parts[1] == "commit":
+                return None, f"plain folder; the project's gitlink pins {parts[2]}"
+        except (OSError, subprocess.SubprocessError):
+            pass
     return None, "plain folder; commit not verifiable"
 
 
@@ -228,8 +232,46 @@ def estimate_disk_bytes(cfg: TrainConfig) -> int:
     return int(kept * lora + states * state + 200e6)
 
 
+# file system types that a cluster's login and compute nodes mount alike (Slurm jobs write their outputs there)
+SHARED_FILE_SYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "fuse.beegfs", "ceph", "fuse.ceph-fuse",
+    "glusterfs", "fuse.glusterfs", "fuse.sshfs", "panfs", "wekafs", "afs", "orangefs", "pvfs2", "fuse.juicefs"})
+_DISK_CHECKED_BY_CALLER = contextvars.ContextVar("medsynth_disk_checked_by_caller", default=False)
+
+
+def filesystem_type(path: Path, mounts: Path = Path("/proc/self/mounts")) -> str | None:
+    """The type of the file system holding `path` (the innermost mount above it), None where it cannot be told."""
+    try:
+        lines = mounts.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    target, best, kind = path.resolve(), -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # the kernel writes space, tab, newline and backslash in mount points as octal escapes
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]))
+        if (point == target or point in target.parents) and len(point.parts) >= best:  # a later mount hides one
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+@contextlib.contextmanager
+def disk_checked_by_caller() -> Iterator[None]:
+    """check_disk refuses nothing inside: for run folders written here and trained elsewhere (sweep --emit
+    slurm), whose caller has checked, or warned about, the disk they will train on."""
+    token = _DISK_CHECKED_BY_CALLER.set(True)
+    try:
+        yield
+    finally:
+        _DISK_CHECKED_BY_CALLER.reset(token)
+
+
 def check_disk(run_parent: Path, cfg: TrainConfig) -> None:
     run_parent.mkdir(parents=True, exist_ok=True)
+    if _DISK_CHECKED_BY_CALLER.get():
+        return
     need = estimate_disk_bytes(cfg)
     free = shutil.disk_usage(run_parent).free
     if free < need:

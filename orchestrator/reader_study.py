@@ -29,8 +29,8 @@ import jinja2
 import markupsafe
 import numpy as np
 
+from orchestrator import paths
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import TEMPLATES_DIR
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REAL, SYNTHETIC = 0, 1
@@ -159,7 +159,7 @@ def build_study(real: Path, synthetic: Path, *, n: int = 40, seed: int = 0, size
 
 def render_page(data: dict, title: str) -> str:
     """templates/reader_study.html.j2 with the study as JSON in a <script> element (HTML-escaped elsewhere)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     # no '<', '>' or '&' inside the JSON, so nothing in it can end the <script> element
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e") \

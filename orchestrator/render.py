@@ -25,7 +25,7 @@ import jinja2
 import toml
 
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import TEMPLATES_DIR
+from orchestrator import paths
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _BASIC_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -191,8 +191,9 @@ def _finalize_for(kind: type, filter_name: str):
     return finalize
 
 
-def _environment(kind: type, filter_name: str, templates_dir: Path) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)), undefined=jinja2.StrictUndefined,
+def _environment(kind: type, filter_name: str, templates_dirs: list[Path]) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in templates_dirs]),
+                             undefined=jinja2.StrictUndefined,
                              autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              finalize=_finalize_for(kind, filter_name))
     env.filters["toml"] = toml_value
@@ -201,16 +202,19 @@ def _environment(kind: type, filter_name: str, templates_dir: Path) -> jinja2.En
     return env
 
 
-def render_template(name: str, context: Mapping[str, Any], templates_dir: Path = TEMPLATES_DIR) -> str:
-    """Render templates/<name>; *.toml.j2 files use the TOML filter rules, others the prompt rules."""
+def render_template(name: str, context: Mapping[str, Any], templates_dir: Path | None = None) -> str:
+    """Render templates/<name>; *.toml.j2 files use the TOML filter rules, others the prompt rules.
+
+    Without `templates_dir`: the project folder's templates/<name> when there is one, else the packaged one."""
+    dirs = [templates_dir] if templates_dir is not None else paths.template_dirs()
     is_toml = name.endswith(".toml.j2")
-    env = _environment(TomlText, "toml", templates_dir) if is_toml else _environment(PromptText, "prompt",
-                                                                                       templates_dir)
+    env = _environment(TomlText, "toml", dirs) if is_toml else _environment(PromptText, "prompt", dirs)
+    where = next((d / name for d in dirs if (d / name).is_file()), dirs[-1] / name)
     try:
         return env.get_template(name).render(**context)
     except jinja2.TemplateNotFound as exc:
-        raise MedsynthError(f"template {templates_dir / name} not found") from exc
+        raise MedsynthError(f"template {where} not found") from exc
     except jinja2.TemplateSyntaxError as exc:
-        raise MedsynthError(f"{templates_dir / name}, line {exc.lineno}: {exc.message}") from exc
+        raise MedsynthError(f"{exc.filename or where}, line {exc.lineno}: {exc.message}") from exc
     except jinja2.UndefinedError as exc:
-        raise MedsynthError(f"{templates_dir / name}: {exc.message}") from exc
+        raise MedsynthError(f"{where}: {exc.message}") from exc

@@ -21,6 +21,9 @@ class DatasetReport:
     skipped: int
     by_field: dict[str, dict[str, int]]
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0            # rows of the selected class left out as duplicates (--duplicates)
+    missing: int = 0               # a plan's rows whose image is not in the image folders
+    planned: bool = False          # a dry run's plan: `images` are the rows with an image, nothing was built
 
 
 def age_band(age) -> str:
@@ -48,7 +51,8 @@ def tone_counts(tones: Sequence[str | None]) -> dict[str, int]:
 
 def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skipped: int,
               skip_reasons: Mapping[str, int] | None = None,
-              skin_tones: Sequence[str | None] | None = None) -> DatasetReport:
+              skin_tones: Sequence[str | None] | None = None, duplicates: int = 0, missing: int = 0,
+              planned: bool = False) -> DatasetReport:
     by_field = {
         "sex": _counts(table["sex"].tolist()),
         "age band": _counts([age_band(a) for a in table["age"].tolist()]),
@@ -58,11 +62,16 @@ def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skippe
         by_field["hair"] = _counts(["hairy" if h else ("not hairy" if h is not None else None) for h in hair])
     if skin_tones is not None:
         by_field["skin tone"] = tone_counts(skin_tones)
-    return DatasetReport(images=len(table), skipped=skipped, by_field=by_field, skip_reasons=dict(skip_reasons or {}))
+    return DatasetReport(images=len(table), skipped=skipped, by_field=by_field, skip_reasons=dict(skip_reasons or {}),
+                         duplicates=duplicates, missing=missing, planned=planned)
 
 
 def format_report(report: DatasetReport) -> str:
-    lines = [f"images: {report.images}   skipped: {report.skipped}"]
+    if report.planned:  # nothing was built, so nothing was skipped: say what a build would take
+        lines = [f"selected: {report.images + report.missing}   missing images: {report.missing}   "
+                 f"duplicates dropped: {report.duplicates}   to build: {report.images}"]
+    else:
+        lines = [f"images: {report.images}   skipped: {report.skipped}   duplicates dropped: {report.duplicates}"]
     if report.skip_reasons:
         lines.append("skipped because: " + ", ".join(f"{k} {v}" for k, v in report.skip_reasons.items()))
     for name, counts in report.by_field.items():
@@ -73,20 +82,22 @@ def format_report(report: DatasetReport) -> str:
 
 def write_report(report: DatasetReport, text_path: Path, png_path: Path) -> None:
     text_path.write_text(format_report(report), encoding="utf-8")
-    import matplotlib  # imported here: only a real build draws the plot
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # imported here: only a real build draws the plot; a Figure on an Agg canvas, not pyplot, whose import
+    # (backends, global state) costs more than the drawing
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fields = list(report.by_field.items())
-    fig, axes = plt.subplots(1, len(fields), figsize=(4.2 * len(fields), 3.8))
+    fig = Figure(figsize=(4.2 * len(fields), 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(fields), squeeze=False)[0]
     for ax, (name, counts) in zip(axes, fields):
         ax.barh(list(counts.keys())[::-1], list(counts.values())[::-1], color="#8c564b")
         ax.set_title(name)
         ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle(f"{report.images} training images ({report.skipped} skipped)")
+    fig.suptitle(f"{report.images} training images ({report.skipped} skipped, "
+                 f"{report.duplicates} duplicates dropped)")
     fig.tight_layout()
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")
     fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
     os.replace(tmp, png_path)

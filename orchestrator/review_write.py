@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 from tqdm import tqdm
 
-from orchestrator.paths import TEMPLATES_DIR
+from orchestrator import paths
 from orchestrator.review import Grid, RunReview, SweepReview
 from orchestrator.review_draw import Sheet, contact_sheet, plot_loss, plot_lr, thumbnail
 from orchestrator.run_outputs import Column
@@ -96,7 +96,7 @@ def _grid_view(grid: Grid, thumbs: _Thumbs, out: Path) -> dict[str, Any]:
 
 
 def _render(context: Mapping[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template("review.html.j2").render(**context)
 

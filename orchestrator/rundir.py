@@ -32,12 +32,14 @@ import toml
 
 from orchestrator.config import BatchChoice, Layer, Preset, Schedule, TrainConfig, config_as_dict, schedule
 from orchestrator.errors import MedsynthError
+from orchestrator.paths import find_template
 from orchestrator.prompts import SamplePrompt, sample_prompts
 from orchestrator.render import render_template
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RENDERED = ("dataset.toml", "train.toml", "sample_prompts.txt")
+SDXL_RESOLUTION = 1024  # what SDXL base was trained at (and `dataset build`'s default --resolution)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class DatasetInfo:
     path: Path
     class_name: str
     repeats: int
-    resolution: int
+    resolution: int | None          # None: built with --no-resize (the images are at their native size)
     image_dir: Path
     images: int
     trigger: str
@@ -63,7 +65,8 @@ def read_dataset(path: Path) -> DatasetInfo:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         info = DatasetInfo(path=path.resolve(), class_name=str(meta["class_name"]), repeats=int(meta["repeats"]),
-                           resolution=int(meta["resolution"]), image_dir=(path / meta["image_dir"]).resolve(),
+                           resolution=None if meta["resolution"] is None else int(meta["resolution"]),
+                           image_dir=(path / meta["image_dir"]).resolve(),
                            images=int(meta["images"]), trigger=str(meta.get("trigger", "")),
                            caption_extension=str(meta.get("caption_extension", ".caption")),
                            manifest=(path / "manifest.csv").resolve(),
@@ -119,13 +122,22 @@ def _model_value(value: str) -> str | Path:
     return path.resolve() if path.exists() else value
 
 
+def training_resolution(cfg: TrainConfig, dataset: DatasetInfo) -> int:
+    """The side of sd-scripts' training area: the setting, else the size the dataset was resized to, else (a
+    --no-resize dataset, images at their native size) SDXL's own 1024. Not the images' size, which differs
+    from image to image: sd-scripts scales every image into a bucket of about resolution² pixels (or, without
+    buckets, scales and centre-crops it to resolution × resolution), so the originals train at the model's
+    resolution as a resized copy would."""
+    return cfg.resolution or dataset.resolution or SDXL_RESOLUTION
+
+
 def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch: BatchChoice,
              dataset: DatasetInfo, name: str, num_processes: int = 1) -> RunPlan:
     """Resolve the derived values and render the three files."""
     run_dir = (cfg.runs_dir / check_run_name(name)).resolve()
     sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
     output_name = cfg.output_name or f"{dataset.class_name}_lora"
-    resolution = cfg.resolution or dataset.resolution
+    resolution = training_resolution(cfg, dataset)
     prompts = tuple(sample_prompts(dataset.manifest, count=cfg.num_sample_prompts, base_seed=cfg.sample_seed,
                                    texts=cfg.sample_prompts, texts_file=cfg.sample_prompts_file))
     t: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in config_as_dict(cfg)}
@@ -162,12 +174,14 @@ def validate_plan(plan: RunPlan) -> None:
     """Check both TOMLs and the prompts against the pinned sd-scripts contract (raises MedsynthError)."""
     from orchestrator.kohya import validate
 
-    train_src, dataset_src = str(plan.run_dir / "train.toml"), str(plan.run_dir / "dataset.toml")
+    # the files are checked before any is written (a dry run writes none): name what they are rendered from
+    train_src, dataset_src, prompts_src = (f"{name} (rendered from {find_template(name + '.j2')}, not written)"
+                                           for name in ("train.toml", "dataset.toml", "sample_prompts.txt"))
     train = toml.loads(plan.files["train.toml"])
     dataset = toml.loads(plan.files["dataset.toml"])
     validate.validate_train_config(train, source=train_src)
     validate.validate_dataset_config(dataset, source=dataset_src)
-    validate.validate_sample_prompts(plan.files["sample_prompts.txt"], source=str(plan.run_dir / "sample_prompts.txt"))
+    validate.validate_sample_prompts(plan.files["sample_prompts.txt"], source=prompts_src)
     validate.check_combinations(train, dataset, source=train_src)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -14,9 +15,13 @@ from orchestrator.ingest.normalise import DOWNSAMPLED
 
 def read_duplicates(path: Path) -> set[str]:
     """The second image of each pair in an ISIC 2020 duplicates file (image_name_1,image_name_2): those to drop."""
-    if not Path(path).exists():
-        raise MedsynthError(f"{path}: duplicates file not found")
-    raw = read_csv_file(Path(path))
+    try:
+        os.stat(path)  # not Path.exists(): that says False for a link loop, which is no "not found"
+        raw = read_csv_file(Path(path))
+    except FileNotFoundError:  # also a link to nowhere
+        raise MedsynthError(f"{path}: duplicates file not found") from None
+    except OSError as exc:  # a link loop, no permission, an I/O error: one line naming the file
+        raise MedsynthError(f"{path}: cannot read the duplicates file: {exc.strerror or exc}") from exc
     lacking = [c for c in ("image_name_1", "image_name_2") if c not in raw.cells]
     if lacking:
         raise MedsynthError(f"{path}, line 1: not a duplicates file (no column {', '.join(lacking)})")
@@ -44,18 +49,28 @@ def select_lesions(table: pd.DataFrame, *, diagnoses: Sequence[str] | None = ("m
     benign: keep the rows marked not malignant instead of filtering by diagnosis (benign as its own class).
     drop_ids: image ids (or ISIC 2019 `_downsampled` names) to leave out, e.g. read_duplicates(...).
     """
+    return select_counting_duplicates(table, diagnoses=diagnoses, benign=benign, drop_ids=drop_ids)[0]
+
+
+def select_counting_duplicates(table: pd.DataFrame, *, diagnoses: Sequence[str] | None = ("melanoma",),
+                               benign: bool = False, drop_ids: Collection[str] = ()) -> tuple[pd.DataFrame, int]:
+    """select_lesions, and how many rows the selection would have held but drop_ids left out (the duplicates
+    of the selected class; duplicates of other rows are not counted)."""
     drop = {i.removesuffix(DOWNSAMPLED) for i in drop_ids}   # ids, as the lesion table keys images
-    kept = table[~table["image_id"].isin(drop)]
+    duplicate = table["image_id"].isin(drop)
+    kept = table[~duplicate]
     if benign:
-        chosen = kept[(kept["malignant"] == False).fillna(False)]  # noqa: E712
+        matches = (table["malignant"] == False).fillna(False)  # noqa: E712
         asked = "benign rows (malignant = false)"
     elif diagnoses is not None:
         wanted = {d.strip().lower() for d in diagnoses}
-        chosen = kept[kept["diagnosis"].str.lower().isin(wanted).fillna(False)]
+        matches = table["diagnosis"].str.lower().isin(wanted).fillna(False)
         asked = f"diagnosis {' or '.join(sorted(wanted))}"
     else:
-        chosen, asked = kept, "any row"
+        matches, asked = pd.Series(True, index=table.index), "any row"
+    matches = matches.astype(bool)
+    chosen = table[matches & ~duplicate]
     if chosen.empty:
         dropped = f" after dropping {len(table) - len(kept)} duplicate(s)" if len(kept) < len(table) else ""
         raise MedsynthError(f"no rows selected: asked for {asked}{dropped}, but {_describe(kept)}")
-    return chosen.reset_index(drop=True)
+    return chosen.reset_index(drop=True), int((matches & duplicate).sum())

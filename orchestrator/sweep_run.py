@@ -12,6 +12,7 @@ computes the caches and the others reuse them; the summary counts the .npz files
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,9 +30,10 @@ from orchestrator import launch
 from orchestrator.config import Layer, Settings, merge_layers
 from orchestrator.errors import MedsynthError
 from orchestrator.paths import SD_SCRIPTS_COMMIT
-from orchestrator.preflight import Gpu, estimate_disk_bytes, sd_scripts_commit
+from orchestrator.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked_by_caller, estimate_disk_bytes,
+                                    filesystem_type, sd_scripts_commit)
 from orchestrator.run_outputs import run_scalars
-from orchestrator.rundir import DatasetInfo, RunPlan, read_dataset, write_atomic
+from orchestrator.rundir import DatasetInfo, RunPlan, read_dataset, training_resolution, write_atomic
 from orchestrator.sweep import Sweep, SweepRun, describe_params
 
 CACHE_DIR = ".cache"
@@ -87,7 +89,7 @@ def plan_sweep(sweep: Sweep, base: Settings, *, gpus: Sequence[Gpu] | None, tota
             layers.append(Layer(f"medsynth sweep {sweep.name}: run folder and shared disk caches", own))
             cfg, user_keys = merge_layers(base.preset, layers)
             on_disk = cfg.cache_latents_to_disk or bool(cfg.kohya.get("cache_text_encoder_outputs_to_disk"))
-            group = _cache_group(sweep_dir, source, cfg.resolution or source.resolution,
+            group = _cache_group(sweep_dir, source, training_resolution(cfg, source),
                                  cfg.pretrained_model_name_or_path, cfg.vae) if on_disk else None
             settings = Settings(base.preset, tuple(layers), cfg, frozenset(user_keys))
             dataset = dataclasses.replace(source, image_dir=group.image_dir) if group else source
@@ -154,16 +156,22 @@ def planning_launcher(*, sd_scripts: Path, gpus: Sequence[Gpu] | None, num_proce
                            cpu, min_gpu_gib)
 
 
-def write_sweep(sweep: Sweep, sweep_dir: Path, planned: Sequence[PlannedRun], launcher: launch.Launcher) -> dict:
-    """Shared image folders, every run folder, and sweep.json (status 'created')."""
+def write_sweep(sweep: Sweep, sweep_dir: Path, planned: Sequence[PlannedRun], launcher: launch.Launcher, *,
+                trained_here: bool = True, say: Callable[[str], None] = print) -> dict:
+    """Shared image folders, every run folder, and sweep.json (status 'created').
+
+    trained_here=False: the runs train on other machines (--emit slurm); see check_sweep_disk."""
     check_new(sweep_dir, planned)
     for p in planned:
         launch.check_config(launcher, p.plan.config)
-    check_sweep_disk(sweep_dir, planned)
+    for warning in check_sweep_disk(sweep_dir, planned, trained_here=trained_here):
+        say(warning)
     for group in {p.cache.key: p.cache for p in planned if p.cache}.values():
         share_images(group)
-    for p in planned:
-        launch.create(launcher, p.plan)
+    # each run's own disk check would refuse on this machine's free space again
+    with contextlib.nullcontext() if trained_here else disk_checked_by_caller():
+        for p in planned:
+            launch.create(launcher, p.plan)
     record = {
         "name": sweep.name, "sweep_file": str(sweep.path.resolve()), "description": sweep.description,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "varying": list(sweep.varying),
@@ -177,15 +185,29 @@ def write_sweep(sweep: Sweep, sweep_dir: Path, planned: Sequence[PlannedRun], la
     return record
 
 
-def check_sweep_disk(sweep_dir: Path, planned: Sequence[PlannedRun]) -> None:
-    """All runs' LoRA files and state folders stay, so they must fit together (each run checks only itself)."""
+def check_sweep_disk(sweep_dir: Path, planned: Sequence[PlannedRun], *, trained_here: bool = True) -> list[str]:
+    """All runs' LoRA files and state folders stay, so they must fit together (each run checks only itself).
+    -> the warnings to print.
+
+    Runs trained elsewhere (--emit slurm) write at the same paths on the compute nodes. On a file system the
+    nodes share (NFS, Lustre, ...) the free space seen here is theirs: too little is refused. On a disk of this
+    machine it is not where they write: too little is a warning."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     need = sum(estimate_disk_bytes(p.plan.config) for p in planned)
     free = shutil.disk_usage(sweep_dir).free
-    if free < need:
-        raise MedsynthError(f"{sweep_dir}: {free / 1e9:.1f} GB free, the {len(planned)} runs may write "
-                            f"~{need / 1e9:.1f} GB (LoRA files + state folders): free space, run fewer, or set "
-                            f"save_last_n_epochs / save_last_n_epochs_state in [fixed]")
+    if free >= need:
+        return []
+    short = (f"{free / 1e9:.1f} GB free, the {len(planned)} runs may write ~{need / 1e9:.1f} GB "
+             f"(LoRA files + state folders)")
+    fix = "free space, run fewer, or set save_last_n_epochs / save_last_n_epochs_state in [fixed]"
+    if trained_here:
+        raise MedsynthError(f"{sweep_dir}: {short}: {fix}")
+    kind = filesystem_type(sweep_dir)
+    if kind in SHARED_FILE_SYSTEMS:
+        raise MedsynthError(f"{sweep_dir}: {short} on this {kind} file system, which the compute nodes write to too: "
+                            f"{fix}")
+    return [f"warning: {sweep_dir}: {short}, but this machine's {kind or 'local'} disk is not where the runs write: "
+            f"they write on the nodes that train them; make sure {sweep_dir} has room there"]
 
 
 def save_record(sweep_dir: Path, record: Mapping[str, Any]) -> None:

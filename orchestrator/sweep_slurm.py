@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jinja2
 
+from orchestrator import paths
 from orchestrator.errors import MedsynthError
-from orchestrator.paths import REPO_ROOT, TEMPLATES_DIR
 from orchestrator.rundir import write_atomic
 
 TEMPLATE = "sweep.slurm.j2"
@@ -34,12 +34,15 @@ def check_options(*, time: str | None, partition: str | None, account: str | Non
 
 
 def render_script(*, name: str, run_dirs: Sequence[Path], script: Path, gpus: int, time: str | None,
-                  partition: str | None, account: str | None, python: str, repo: Path = REPO_ROOT) -> str:
+                  partition: str | None, account: str | None, python: str, repo: Path | None = None) -> str:
     check_options(time=time, partition=partition, account=account)
+    # the task starts where `python -m orchestrator.cli` imports this medsynth: the checkout it runs from, else
+    # (installed) the folder the sweep was emitted from
+    repo = repo if repo is not None else paths.SOURCE_ROOT or Path.cwd()
     if not run_dirs:
         raise MedsynthError("a Slurm array needs at least one run")
     log = script.parent / "slurm-%A_%a.out"
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["sh"] = lambda value: shlex.quote(str(value))
     return env.get_template(TEMPLATE).render(

@@ -28,8 +28,16 @@ def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] 
     run_dir = write_run_dir(plan, command_sh="#!/bin/sh\n", record=record)
     for epoch in range(1, epochs + 1):
         stem = plan.output_name if epoch == epochs else f"{plan.output_name}-{epoch:06d}"
-        (run_dir / f"{stem}.safetensors").write_bytes(f"lora of epoch {epoch}".encode())
+        (run_dir / f"{stem}.safetensors").write_bytes(lora_bytes(epoch))
     return run_dir
+
+
+def lora_bytes(epoch: int) -> bytes:
+    """A safetensors file of one float32 tensor (`epoch`), as the format lays it out: the header's length
+    (8 bytes, little-endian), the JSON header, the tensor bytes; each epoch's file differs."""
+    header = json.dumps({"__metadata__": {"ss_epoch": str(epoch)},
+                         "lora_unet_stand_in.alpha": {"dtype": "F32", "shape": [], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + struct.pack("<f", epoch)
 
 
 def write_manifest(path: Path, rows: Sequence[dict[str, str]]) -> Path:

@@ -124,6 +124,29 @@ def test_kohya_pass_through_of_a_medsynth_key_is_refused(tmp_path):
         settings(tmp_path, "kohya.network_dim=8")
 
 
+@pytest.mark.parametrize("given, hint", [
+    ("kohya.train_script=sdxl_train.py", ""),  # nothing close: no hint at all (not 'random_crop')
+    ("kohya.noise_ofset=0.1", "; did you mean 'kohya.noise_offset'?"),
+    ("kohya.learning_rte=1e-4", "; did you mean the medsynth setting 'learning_rate'?"),
+    ("kohya.batch_size=2", "; it is a dataset.toml key (the training option is 'train_batch_size')"),
+])
+def test_kohya_pass_through_of_no_sd_scripts_option_is_refused_where_it_is_given(tmp_path, given, hint):
+    key = given.split("=")[0]
+    with pytest.raises(MedsynthError) as caught:
+        settings(tmp_path, given)
+    assert str(caught.value) == f"--set: '{key}' is not an option of sd-scripts' sdxl_train_network.py{hint}"
+    with pytest.raises(MedsynthError, match=r"medsynth.toml \[train\]: 'kohya\."):
+        settings(tmp_path, train={"kohya": {key.removeprefix("kohya."): 1}})
+
+
+def test_did_you_mean_names_only_reasonably_close_names():
+    from orchestrator.suggest import did_you_mean
+
+    assert did_you_mean("train_script", ["random_crop", "train_batch_size"]) == ""
+    assert did_you_mean("max_epochs", ["max_train_epochs", "initial_epoch"]) == "; did you mean 'max_train_epochs'?"
+    assert did_you_mean("gird", ["grid"]) == "; did you mean 'grid'?"
+
+
 def test_layers_apply_preset_then_project_file_then_set(tmp_path):
     s = settings(tmp_path, "max_train_epochs=3", preset="seed-blog",
                  train={"max_train_epochs": 7, "network_dim": 32})

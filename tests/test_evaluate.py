@@ -319,3 +319,33 @@ def test_without_torch_inception_weights_fail_in_one_line_before_any_work(demo_s
     assert result.exit_code == 1
     assert "need torch and torchvision" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+# ---- nothing to compare ----
+
+@pytest.mark.parametrize("broken_side", ["real", "synthetic"])
+def test_a_set_whose_images_all_fail_to_decode_is_a_one_line_error_naming_its_folder(demo_sets, tmp_path,
+                                                                                     broken_side):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpg", "b.png", "c.jpg"):
+        (broken / name).write_bytes(b"\xff\xd8not really a jpeg")
+    melanoma, _ = demo_sets
+    real, synth = (broken, melanoma) if broken_side == "real" else (melanoma, broken)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["evaluate", str(real), str(synth), "--out", str(out), "--quiet",
+                                       "--workers", "1"])
+    assert result.exit_code == 1
+    assert result.output == (f"error: {broken}: no usable images: none of its 3 image files decodes "
+                             f"(a.jpg, b.png, c.jpg)\n")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_out_folder_the_system_refuses_is_one_line_naming_it(tmp_path):
+    one = linked(tmp_path / "one", demo_ids("melanoma")[:1])
+    out = Path("/proc/medsynth-evaluation")  # /proc takes no new folders, even from root
+    result = CliRunner().invoke(main, ["evaluate", str(one), str(one), "--out", str(out), "--quiet",
+                                       "--workers", "1"])
+    assert result.exit_code == 1
+    assert result.output == f"error: {out}: No such file or directory\n"

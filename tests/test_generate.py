@@ -78,6 +78,29 @@ def test_an_unfinished_run_uses_its_newest_epoch(fake):
     assert gen.lora_for_epoch(gen.read_run(fake["run"]), None)[1] == 2
 
 
+def test_a_run_without_any_lora_file_says_so_in_plain_words(fake):
+    for lora in fake["run"].glob("melanoma_lora*.safetensors"):
+        lora.unlink()
+    with pytest.raises(MedsynthError, match=r": no LoRA file \(melanoma_lora\[-NNNNNN\]\.safetensors\); epochs "
+                                            r"present: none"):
+        gen.lora_for_epoch(gen.read_run(fake["run"]), None)
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"", "empty LoRA file (0 bytes"),
+    (b"lora of epoch 3", "not a safetensors LoRA file (no safetensors header)"),
+    (None, "not a safetensors LoRA file (its header indexes 4 bytes of tensors, it holds 2: cut short?)"),
+])
+def test_a_lora_file_that_cannot_be_loaded_is_refused_in_a_dry_run_too(fake, tmp_path, content, why):
+    lora = fake["run"] / "melanoma_lora.safetensors"
+    lora.write_bytes(content if content is not None else lora.read_bytes()[:-2])  # None: cut short
+    result = CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "2", "--dry-run",
+                                                   "--sd-scripts", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {lora}: {why}")
+    gen.check_lora_file(fake["run"] / "melanoma_lora-000002.safetensors")  # a whole one passes
+
+
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(MedsynthError, match="not a medsynth run"):
         gen.read_run(tmp_path)

@@ -1,10 +1,12 @@
-"""The image stage: resizing, links, every kind of bad image, the content-hash cache, the pool."""
+"""The image stage: resizing, copies, every kind of bad image, the content-hash cache, the worker threads."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -57,25 +59,35 @@ def test_output_size_never_upscales():
     assert output_size(6000, 4000, None) == (6000, 4000)
 
 
-def test_small_jpeg_is_linked_not_upscaled_or_reencoded(tmp_path):
+def test_small_jpeg_is_copied_not_upscaled_or_reencoded(tmp_path):
     [result] = run([job(WIDE, tmp_path / "out", resolution=4096)])
-    assert (result.out_width, result.out_height) == (1504, 1129)
-    assert os.path.samefile(WIDE, tmp_path / "out" / "ISIC_0000017.jpg")
-
-
-def test_no_resize_hard_links_the_original(tmp_path):
-    [result] = run([job(WIDE, tmp_path / "out", resolution=None)])
-    assert result.error is None and (result.out_width, result.out_height) == (1504, 1129)
-    assert os.path.samefile(WIDE, tmp_path / "out" / "ISIC_0000017.jpg")
-
-
-def test_no_resize_copies_when_linking_fails(tmp_path, monkeypatch):
-    def no_link(*_):
-        raise OSError("cross-device link")
-    monkeypatch.setattr(os, "link", no_link)
-    run([job(WIDE, tmp_path / "out", resolution=None)])
     dst = tmp_path / "out" / "ISIC_0000017.jpg"
+    assert (result.out_width, result.out_height) == (1504, 1129)
     assert dst.read_bytes() == WIDE.read_bytes() and not os.path.samefile(WIDE, dst)
+
+
+def test_editing_a_no_resize_output_in_place_leaves_the_source_alone(tmp_path):
+    src = tmp_path / "src" / "ISIC_0000017.jpg"
+    src.parent.mkdir()
+    src.write_bytes(WIDE.read_bytes())
+    [result] = run([job(src, tmp_path / "out", resolution=None)])
+    dst = tmp_path / "out" / "ISIC_0000017.jpg"
+    with dst.open("r+b") as fh:  # an in-place edit, as an image editor's "save" may do
+        fh.write(b"\xff\xd8edited")
+    assert result.error is None and (result.out_width, result.out_height) == (1504, 1129)
+    assert src.read_bytes() == WIDE.read_bytes() and src.stat().st_nlink == 1
+
+
+def test_reused_output_that_an_older_build_linked_to_its_source_is_copied(tmp_path):
+    src = tmp_path / "src" / "ISIC_0000017.jpg"
+    src.parent.mkdir()
+    src.write_bytes(WIDE.read_bytes())
+    old = tmp_path / "old"
+    old.mkdir()
+    os.link(src, old / "ISIC_0000017.jpg")  # what medsynth before 0.2 wrote for a fitting JPEG
+    run([job(src, tmp_path / "new", resolution=4096, reuse=old / "ISIC_0000017.jpg")])
+    assert not os.path.samefile(src, tmp_path / "new" / "ISIC_0000017.jpg")
+    assert src.stat().st_nlink == 2  # the source and the old build's link: nothing new
 
 
 def test_output_bytes_are_deterministic(tmp_path):
@@ -183,6 +195,26 @@ def test_jpeg_with_bytes_after_end_marker_is_accepted(tmp_path):
     assert result.error is None and result.out_width == 512
 
 
+def test_jpeg_whose_trailer_holds_scan_and_end_markers_is_accepted(tmp_path):
+    src = tmp_path / "vendor.jpg"
+    # vendor data after EOI that happens to hold FF DA (and a later FF D9 is no help to a last-FF-DA search)
+    src.write_bytes(WIDE.read_bytes() + b"MAKERNOTE\xff\xda\x00\x08\x01\x02\x03" + bytes(range(256)) * 4)
+    [result] = run([job(src, tmp_path / "out")])
+    assert result.error is None and result.out_width == 512
+
+
+def test_progressive_jpeg_is_accepted_and_a_cut_one_is_truncated(tmp_path):
+    image = cv2.imread(str(WIDE))
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    data = encoded.tobytes()
+    assert ok and data.count(b"\xff\xda") > 1  # several scans
+    whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: len(data) * 2 // 3])  # ends inside a later scan
+    results = run([job(whole, tmp_path / "out"), job(cut, tmp_path / "out")])
+    assert [r.error for r in results] == [None, "truncated"]
+
+
 def test_png_source_is_written_as_jpeg(tmp_path):
     src = tmp_path / "rgb.png"
     cv2.imwrite(str(src), cv2.imread(str(WIDE)))
@@ -239,14 +271,45 @@ def test_unreadable_cache_counts_as_empty(tmp_path):
     assert result.sha256 in json.loads(cache.read_text())["images"]
 
 
-def test_pool_gives_in_process_results_in_job_order(tmp_path):
+@pytest.mark.parametrize("attempt", range(3))
+def test_worker_threads_give_one_workers_results_in_job_order(tmp_path, attempt):
     sources = sorted(DEMO.glob("*.jpg"))[:12]
     alone = run([job(p, tmp_path / "a") for p in sources])
-    pooled = run([job(p, tmp_path / "b") for p in sources], workers=2)
+    pooled = run([job(p, tmp_path / "b") for p in sources], workers=os.cpu_count() or 2)
     assert [r.image_id for r in pooled] == [p.stem for p in sources]
     assert pooled == alone
     for p in sources:
         assert (tmp_path / "a" / p.name).read_bytes() == (tmp_path / "b" / p.name).read_bytes()
+
+
+def test_image_stage_never_forks(tmp_path, monkeypatch):
+    # a fork while OpenCV's threads exist deadlocks the child (opencv-python 5): nothing may fork here
+    def refuse(*_):
+        raise AssertionError("forked")
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(os, "posix_spawn", refuse)
+    results = run([job(p, tmp_path / "out") for p in sorted(DEMO.glob("*.jpg"))[:10]], workers=2)
+    assert all(r.error is None for r in results)
+
+
+def test_a_stuck_image_stops_the_run_with_its_name_instead_of_hanging(tmp_path, monkeypatch):
+    stuck = jpeg(tmp_path / "STUCK_1.jpg", cv2.resize(cv2.imread(str(WIDE)), (600, 400)))
+    release = threading.Event()
+    real = images_module.hair_score
+
+    def hangs_on_stuck(image):
+        if image.shape[:2] == (683, 1024):  # STUCK_1 at the working size: stands for a read that never returns
+            release.wait(30)
+        return real(image)
+    monkeypatch.setattr(images_module, "hair_score", hangs_on_stuck)
+    started = time.monotonic()
+    try:
+        with pytest.raises(MedsynthError, match=r"image .*STUCK_1\.jpg: no progress for 1 s"):
+            process_images([job(WIDE, tmp_path / "out"), job(stuck, tmp_path / "out"), job(HAIRY, tmp_path / "out")],
+                           workers=2, cache_path=None, progress=False, stall_timeout=1)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 10
 
 
 def test_run_cut_short_keeps_the_analysed_images_in_the_cache(tmp_path):

@@ -179,3 +179,27 @@ def test_non_utf8_byte_deep_in_a_large_file_names_its_line(tmp_path: Path):
     offset = path.read_bytes().index(b"\xe4")
     message = fails([path], rf"latin1\.csv, line 20002: not UTF-8 text \(byte 0xe4 at offset {offset}\)$")
     assert message.startswith(str(path))
+
+
+# ---- paths the operating system refuses: one line through the CLI, naming the path, never a traceback ----
+
+@pytest.mark.parametrize("option", ["--csv", "--images", "--duplicates"])
+def test_an_input_path_that_is_a_symlink_loop_is_one_line_naming_it(tmp_path: Path, option: str):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+    from orchestrator.paths import DEMO_DIR
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # ELOOP on open: exists() says False, open() raises
+    given = {"--csv": DEMO_DIR / "metadata.csv", "--images": DEMO_DIR / "images", option: loop}
+    args = ["dataset", "build", "--csv", str(given["--csv"]), "--images", str(given["--images"]),
+            "--out", str(tmp_path / "ds"), "--dry-run"]
+    if option == "--duplicates":
+        args += ["--duplicates", str(loop)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {loop}: cannot read the ")
+    assert result.output.endswith(": Too many levels of symbolic links\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -251,3 +252,72 @@ def test_caption_template_error_stops_before_any_image_work(tmp_path, monkeypatc
         with pytest.raises(MedsynthError, match=error):
             build_dataset(_settings(tmp_path, caption_template=template), dry_run=dry_run, progress=False)
     assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.building").exists()
+
+
+# ---- sources gain no files: the dataset, its cache and its lock never go into an image folder ----
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("out", ["images/ds", "images/sub/ds", "link/ds"])
+def test_out_inside_an_image_folder_is_refused_and_the_folder_gains_no_files(tmp_path, out, dry_run):
+    images = tmp_path / "images"
+    shutil.copytree(DEMO_DIR / "images", images)
+    (tmp_path / "link").symlink_to(images)  # the same folder by another name
+    before, listed = _tree_digest(images), _listing(images)
+    settings = _settings(tmp_path, images=(images,), out=tmp_path / out, workers=1)
+    with pytest.raises(MedsynthError, match=r"^out .* is inside the image folder .*images: source folders must "
+                                            r"gain no files; choose an out folder outside it$"):
+        build_dataset(settings, dry_run=dry_run, progress=False)
+    assert _listing(images) == listed and _tree_digest(images) == before
+
+
+# ---- one build at a time per out folder ----
+
+def test_a_build_is_refused_while_another_holds_the_out_folder_and_its_work_is_kept(tmp_path):
+    settings = _settings(tmp_path, workers=1)
+    live = tmp_path / ".ds.building" / "train" / "1_melanoma"
+    with layout.build_lock(settings.out):  # as a running build holds it, with its half-built folder
+        live.mkdir(parents=True)
+        (live / "ISIC_0000002.jpg").write_bytes(b"being written")
+        with pytest.raises(MedsynthError, match=rf"^out {settings.out}: another medsynth dataset build "
+                                                rf"\(pid {os.getpid()}\) is building this folder"):
+            build_dataset(settings, progress=False)
+        assert (live / "ISIC_0000002.jpg").read_bytes() == b"being written"
+    assert not (tmp_path / ".ds.lock").exists()  # released: the lock file goes with it
+
+
+def test_the_lock_file_of_a_killed_build_does_not_block_the_next_one(tmp_path):
+    settings = _settings(tmp_path, workers=1)
+    (tmp_path / ".ds.lock").write_text("999999\n")  # left by a build killed with SIGKILL: no process holds it
+    (tmp_path / ".ds.building").mkdir()
+    (tmp_path / ".ds.building" / "half.jpg").write_bytes(b"half")
+    result = build_dataset(settings, progress=False)
+    assert result.written == 20
+    assert not any(p.name.startswith(".ds.") for p in tmp_path.iterdir())
+
+
+def test_a_failed_build_removes_the_folders_it_created_above_out(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MedsynthError, match="no usable images"):
+        build_dataset(_settings(tmp_path, images=(empty,), out=tmp_path / "new" / "deeper" / "ds"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_dry_run_report_counts_selected_missing_and_duplicates_without_skips(tmp_path):
+    from orchestrator.report import format_report
+
+    images = _images_with(tmp_path, {})
+    (images / "ISIC_0000013.jpg").unlink()
+    dups = tmp_path / "dups.csv"
+    dups.write_text("image_name_1,image_name_2\nISIC_0000002,ISIC_0000004\n")
+    result = build_dataset(_settings(tmp_path, images=(images,), duplicates=dups), dry_run=True, progress=False)
+    assert (result.selected, result.missing, result.duplicates) == (19, 1, 1)
+    text = format_report(result.report)
+    assert text.splitlines()[0] == "selected: 19   missing images: 1   duplicates dropped: 1   to build: 18"
+    assert "skipped" not in text
+    # the counts by field are of the 18 rows a build would take
+    assert sum(result.report.by_field["sex"].values()) == 18

@@ -163,13 +163,22 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not on PATH (apt-get install chromium)")
 
 
+DRIVER = "<script>window.addEventListener('load', function () {"
+
+
+def _driven(page: Path, script: str) -> Path:
+    """A copy of the page (driven-<name>) that runs `script` once it has loaded."""
+    driven = page.with_name("driven-" + page.name)
+    driven.write_text(page.read_text(encoding="utf-8").replace("</body>", f"{DRIVER} {script} }});</script></body>"),
+                      encoding="utf-8")
+    return driven
+
+
 def _dom(page: Path, profile: Path, script: str = "") -> str:
-    """The page's DOM after `script` ran on load, from headless Chromium with the given profile."""
+    """The DOM of the last page loaded, after `script` ran on load of `page`, from one headless Chromium process
+    with the given profile (Chromium dumps once virtual time is idle, which waits for a navigation it started)."""
     if script:
-        text = page.read_text(encoding="utf-8")
-        page = page.with_name("driven-" + page.name)
-        page.write_text(text.replace("</body>", f"<script>window.addEventListener('load', function () {{ {script} }});"
-                                                f"</script></body>"), encoding="utf-8")
+        page = _driven(page, script)
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
@@ -231,14 +240,21 @@ def test_the_csv_export_holds_every_answer_and_the_truth_once_finished(folders, 
 
 @needs_chromium
 def test_answers_survive_a_reload_and_two_studies_do_not_mix(folders, tmp_path):
+    # Each check stays in one Chromium process: the answers are in its localStorage as soon as the page saved
+    # them, whereas a second process sees them only if the first wrote them to the profile on disk before it
+    # exited, which Chromium does lazily (under load it exited first, and the reload started over).
     first, second = (build_study(*folders, n=10, seed=s, size=32) for s in (4, 5))
     page1, page2 = tmp_path / "one.html", tmp_path / "two.html"
     write_study(first, page1)
     write_study(second, page2)
-    profile = tmp_path / "profile"
-    assert "Image 5 of 10" in _dom(page1, profile, _answer_script(["real", "synthetic", "real", "real"]))
-    assert "Image 5 of 10" in _dom(page1, profile)          # reloaded: continues where the reader stopped
-    assert "Image 1 of 10" in _dom(page2, profile)          # another study starts at its own beginning
+    four = _answer_script(["real", "synthetic", "real", "real"])
+    reloaded = _dom(page1, tmp_path / "profile1", f"{four} location.href = {json.dumps(page1.resolve().as_uri())};")
+    assert DRIVER not in reloaded                              # the dump is of the page opened again
+    assert "Image 5 of 10" in reloaded                         # it continues where the reader stopped
+    count = _driven(page2, "document.body.dataset.stored = String(localStorage.length);")
+    other = _dom(page1, tmp_path / "profile2", f"{four} location.href = {json.dumps(count.resolve().as_uri())};")
+    assert 'data-stored="1"' in other                          # the first study's answers are there ...
+    assert "Image 1 of 10" in other                            # ... and another study starts at its own beginning
 
 
 @needs_chromium

@@ -125,6 +125,18 @@ def test_misspelled_pass_through_option_is_refused_by_validation(tmp_path):
         validate_plan(make_plan(tmp_path, "kohya.noise_ofset=0.1"))
 
 
+def test_validation_names_the_template_not_a_run_folder_that_is_not_written(tmp_path):
+    from orchestrator.paths import TEMPLATES_DIR
+
+    plan = make_plan(tmp_path, "kohya.noise_offset=true")
+    with pytest.raises(MedsynthError) as caught:
+        validate_plan(plan)
+    message = str(caught.value)
+    assert message.startswith(f"train.toml (rendered from {TEMPLATES_DIR / 'train.toml.j2'}, not written): "
+                              f"[extra] noise_offset: ")
+    assert str(plan.run_dir) not in message and not plan.run_dir.exists()
+
+
 def test_dataset_without_dataset_json_is_refused(tmp_path):
     with pytest.raises(MedsynthError, match="dataset build"):
         read_dataset(tmp_path)
@@ -149,6 +161,26 @@ def test_empty_image_folder_is_refused(tmp_path):
     ds = make_dataset(tmp_path / "ds", [])
     with pytest.raises(MedsynthError, match="no images"):
         read_dataset(ds)
+
+
+def test_a_dataset_built_without_resizing_trains_at_sdxls_resolution_unless_set(tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+    from orchestrator.paths import DEMO_DIR
+
+    ds = tmp_path / "native"
+    built = CliRunner().invoke(main, ["dataset", "build", "--csv", str(DEMO_DIR / "metadata.csv"), "--images",
+                                      str(DEMO_DIR / "images"), "--out", str(ds), "--no-resize", "--workers", "1",
+                                      "--quiet"])
+    assert built.exit_code == 0, built.output
+    assert json.loads((ds / "dataset.json").read_text())["resolution"] is None  # as `dataset build` records it
+    assert read_dataset(ds).resolution is None
+    plan = make_plan(tmp_path, dataset=ds)
+    assert flat(plan.files["train.toml"])["resolution"] == "1024,1024"
+    assert toml.loads(plan.files["dataset.toml"])["datasets"][0]["resolution"] == 1024
+    validate_plan(plan)
+    assert flat(make_plan(tmp_path, "resolution=768", dataset=ds).files["train.toml"])["resolution"] == "768,768"
 
 
 def test_run_dir_is_written_whole_and_never_over_an_existing_one(tmp_path):

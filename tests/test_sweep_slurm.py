@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -73,6 +74,54 @@ def test_emit_writes_the_run_folders_and_an_array_script_naming_every_run(work):
         assert run["command"][run["command"].index("--num_processes") + 1] == "2"
         assert run["batch"]["train_batch_size"] == 6  # "auto" resolved for --gpu-memory 80
     assert f"sbatch {shlex.quote(str(script))}" in result.output
+
+
+def _little_free_space(monkeypatch, free: int = 10**6):
+    """The disk cannot be emptied here: report 1 MB free, too little for even one run's outputs."""
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def test_emit_warns_but_writes_when_this_machines_disk_is_too_small(work, monkeypatch):
+    from orchestrator.preflight import filesystem_type
+
+    assert filesystem_type(work["root"]) not in ("nfs", "nfs4", "lustre")  # the test's folder is a local disk
+    _little_free_space(monkeypatch)
+    result = emit(work)
+    assert result.exit_code == 0, result.output
+    sweep_dir = work["root"] / "runs" / "s"
+    assert "warning: " in result.output and "the 4 runs may write" in result.output
+    assert "they write on the nodes that train them" in result.output
+    assert (sweep_dir / "sweep.slurm").is_file()
+    assert len([p for p in sweep_dir.glob("*/run.json")]) == 4
+
+
+def test_emit_refuses_too_little_space_on_a_file_system_the_nodes_share(work, monkeypatch):
+    from orchestrator import sweep_run
+
+    _little_free_space(monkeypatch)
+    monkeypatch.setattr(sweep_run, "filesystem_type", lambda path: "nfs4")  # no NFS server here
+    result = emit(work)
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]  # after the plan table
+    assert result.exit_code == 1
+    assert "the 4 runs may write" in error and "nfs4 file system, which the compute nodes write to" in error
+    assert not (work["root"] / "runs" / "s" / "sweep.slurm").exists()
+    assert not list((work["root"] / "runs" / "s").glob("*/run.json"))
+
+
+def test_filesystem_type_reads_the_innermost_mount_and_its_escapes(tmp_path):
+    from orchestrator.preflight import filesystem_type
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/home /shared nfs4 rw 0 0\n"
+                      "lustre@o2ib:/scratch /shared/my\\040scratch lustre rw 0 0\n", encoding="utf-8")
+    assert filesystem_type(Path("/shared/user/runs"), mounts) == "nfs4"
+    assert filesystem_type(Path("/shared/my scratch/runs"), mounts) == "lustre"
+    assert filesystem_type(Path("/shared-not/runs"), mounts) == "ext4"
+    assert filesystem_type(tmp_path, tmp_path / "none") is None
+    done = subprocess.run(["df", "--output=fstype", str(tmp_path)], capture_output=True, text=True)
+    if done.returncode == 0:  # GNU df reads the same mount table
+        assert filesystem_type(tmp_path) == done.stdout.split()[-1]
 
 
 def test_odd_paths_are_quoted_and_a_task_runs_its_own_folder(work):

@@ -19,15 +19,15 @@ Decisions (sd-scripts facts are cited in kohya-interface.md):
 from __future__ import annotations
 
 import ast
-import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from orchestrator.errors import MedsynthError
 from orchestrator.kohya.contract import Contract, DatasetKey, Option, load_contract
 from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
+from orchestrator.suggest import closest
 
 __all__ = [
     "check_combinations", "flatten_train_config", "parse_sample_prompts", "validate_dataset_config",
@@ -108,8 +108,21 @@ def _describe(kinds: tuple[str, ...]) -> str:
 def _did_you_mean(key: str, names: Any, *, fold_case: bool = False) -> str:
     """difflib's closest name, if any; with fold_case the comparison ignores case but the hint keeps it."""
     spelled = {(n.lower() if fold_case else n): n for n in names}
-    match = difflib.get_close_matches(key.lower() if fold_case else key, list(spelled), n=1, cutoff=0.6)
-    return f"; did you mean {spelled[match[0]]!r}?" if match else ""
+    match = closest(key.lower() if fold_case else key, spelled)
+    return f"; did you mean {spelled[match]!r}?" if match else ""
+
+
+def unknown_option_hint(key: str, contract: Contract, *, prefix: str = "", settings: Iterable[str] = ()) -> str:
+    """For a name that is no option of sdxl_train_network.py: that it is a dataset.toml key, else the closest of
+    `settings` (medsynth's own), else the closest option (written with `prefix`), else ""."""
+    if key in {**contract.dataset.general, **contract.dataset.subset}:
+        alias = OPTION_FOR_DATASET_KEY.get(key)
+        return "; it is a dataset.toml key" + (f" (the training option is {alias!r})" if alias else "")
+    mine = closest(key, settings)
+    if mine:
+        return f"; did you mean the medsynth setting '{mine}'?"
+    match = closest(key, contract.options)
+    return f"; did you mean '{prefix}{match}'?" if match else ""
 
 
 # ----------------------------------------------------------------------------------------------- training TOML
@@ -137,11 +150,7 @@ def validate_train_config(cfg: Mapping, *, source: str) -> None:
         where = f"{source}: {setting.section} {key}"
         option = contract.options.get(key)
         if option is None:
-            dataset_keys = {**contract.dataset.general, **contract.dataset.subset}
-            alias = OPTION_FOR_DATASET_KEY.get(key)
-            hint = ("; it is a dataset.toml key" + (f" (the training option is {alias!r})" if alias else "")
-                    if key in dataset_keys else "")
-            raise MedsynthError(f"{where}: unknown key{hint or _did_you_mean(key, contract.options)}")
+            raise MedsynthError(f"{where}: unknown key{unknown_option_hint(key, contract)}")
         if key in FORBIDDEN_TRAIN_KEYS:
             raise MedsynthError(f"{where}: not allowed in the training TOML: {FORBIDDEN_TRAIN_KEYS[key]}")
         problem = _option_problem(option, setting.value, contract)

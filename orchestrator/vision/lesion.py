@@ -20,7 +20,7 @@ Features (after the dermoscopic ABCD rule of Stolz et al., measured automaticall
      BORDER_THRESHOLD of the hull's radius, on average. This is a shape proxy for Stolz's "abrupt
      cut-off of pigment" per sector; compactness = perimeter^2 / (4 pi area) (1 for a disc) is given too.
   C  colours 1-6: each lesion pixel of the white-balanced image takes the nearest (CIE Lab, Delta E 1976)
-     of the six dermoscopic colour centres in COLOUR_CENTRES; a colour is present when it holds at least
+     of the six dermoscopic colour centres in COLOUR_CENTRES_RGB; a colour is present when it holds at least
      COLOUR_MIN_FRACTION of the lesion (the most frequent one counts when none does).
   D  diameter: the largest distance between two border points (max Feret diameter), in pixels.
   TDS = 1.3 A + 0.1 B + 0.5 C + 0.5 D'.  In the true TDS, D is the number of differential structures
@@ -31,6 +31,7 @@ Features (after the dermoscopic ABCD rule of Stolz et al., measured automaticall
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -65,7 +66,11 @@ def _rgb_to_lab(rgb: tuple[float, float, float]) -> np.ndarray:
     return cv2.cvtColor(pixel, cv2.COLOR_BGR2Lab)[0, 0].astype(np.float64)
 
 
-COLOUR_CENTRES: dict[str, np.ndarray] = {name: _rgb_to_lab(rgb) for name, rgb in COLOUR_CENTRES_RGB.items()}
+@functools.cache
+def colour_centres() -> dict[str, np.ndarray]:
+    """The centres in Lab, computed on first use: no OpenCV work may run at import (a process that forks
+    must not have started OpenCV's threads)."""
+    return {name: _rgb_to_lab(rgb) for name, rgb in COLOUR_CENTRES_RGB.items()}
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class LesionFeatures:
     border: int                    # B, 0-8 irregular sectors
     compactness: float             # perimeter^2 / (4 pi area), 1 = disc
     colours: int                   # C, 1-6
-    colour_names: tuple[str, ...]  # the colours present, in COLOUR_CENTRES order
+    colour_names: tuple[str, ...]  # the colours present, in COLOUR_CENTRES_RGB order
     diameter_px: float             # max Feret diameter in the image's own pixels
     diameter_rel: float            # the same / the image's long side
     d_proxy: int                   # D', 1-5, from the diameter (see the module doc)
@@ -239,11 +244,11 @@ def colours_present(balanced: np.ndarray, mask: np.ndarray) -> tuple[str, ...]:
     """The dermoscopic colours holding at least COLOUR_MIN_FRACTION of the lesion's pixels, on a
     white-balanced float32 BGR image (0-255)."""
     lab = cv2.cvtColor(balanced / 255, cv2.COLOR_BGR2Lab)[mask]
-    centres = np.stack(list(COLOUR_CENTRES.values())).astype(np.float32)
+    centres = np.stack(list(colour_centres().values())).astype(np.float32)
     nearest = np.argmin(((lab[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2), axis=1)
     share = np.bincount(nearest, minlength=len(centres)) / max(len(lab), 1)
-    present = tuple(name for name, s in zip(COLOUR_CENTRES, share) if s >= COLOUR_MIN_FRACTION)
-    return present or (list(COLOUR_CENTRES)[int(np.argmax(share))],)
+    present = tuple(name for name, s in zip(COLOUR_CENTRES_RGB, share) if s >= COLOUR_MIN_FRACTION)
+    return present or (list(COLOUR_CENTRES_RGB)[int(np.argmax(share))],)
 
 
 def max_feret_diameter(mask: np.ndarray) -> float:

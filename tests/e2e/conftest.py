@@ -19,6 +19,20 @@ from e2e_support import ALPHA, CACHE, DIM, EPOCHS, OUTPUT_NAME, RES, run_checked
 
 from orchestrator.paths import DEMO_DIR, REPO_ROOT
 
+# pytest-timeout: the suite's 120 s (pyproject.toml) counts fixture setup, so it would end these mid-training. Each
+# test here gets more than the longest chain of subprocess timeouts its setup and body can run (checkpoint 1200 +
+# tokenizers 120 + dataset 300 + sweep 7200 = 8820 s), so those fail first, with the subprocess's output; this one is
+# the backstop for a hang outside them. A whole `make e2e` takes ~15 min on 2 cores.
+E2E_TIMEOUT_S = 9000
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # (this hook sees every collected test, not just this folder's)
+        if item.path.resolve().is_relative_to(_HERE) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+
+
 @pytest.fixture(scope="session")
 def base_model(sd_scripts_dir) -> Path:
     ckpt = CACHE / "sdxl_random.safetensors"
