@@ -81,6 +81,7 @@ e2e: setup-kohya
 bench: setup
 	$(BIN)/python bench/bench_captions.py
 	$(BIN)/python bench/bench_images.py
+	$(BIN)/python bench/bench_cli_help.py
 	$(BIN)/python bench/bench_train_dry_run.py
 	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_generate.py

@@ -77,11 +77,11 @@ def dataset() -> None:
 @click.option("--repeats", type=int, help="kohya num_repeats for the class folder (default 1).")
 @click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
 @click.option("--resize/--no-resize", "resize", default=None,
-              help="--no-resize links (or copies) the original images instead of resizing them.")
+              help="--no-resize copies the original images (a reflink where the file system has them) instead of resizing them.")
 @click.option("--trigger", help="Trigger token used in captions (default me1anoma).")
 @click.option("--caption-template", type=click.Path(path_type=Path, dir_okay=False),
               help="Jinja template for captions (default templates/caption.j2).")
-@click.option("--workers", type=int, help="Processes for the image stage (default: all cores).")
+@click.option("--workers", type=int, help="Threads for the image stage (default: all cores).")
 @click.option("--strict/--no-strict", default=None,
               help="Fail on the first missing or unusable image instead of recording a skip.")
 @click.option("--skin-tone/--no-skin-tone", "skin_tone", default=None,
