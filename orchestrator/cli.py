@@ -93,7 +93,8 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
                   resolution, resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
                   quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
-    from orchestrator.dataset_settings import resolve_settings, selection_warnings, settings_from_mapping
+    from orchestrator.dataset_settings import (project_layer, resolve_settings, selection_warnings,
+                                               settings_from_mapping)
     from orchestrator.errors import stop_signals_raise
     from orchestrator.layout import build_dataset
     from orchestrator.project_file import find_project_file, load_project_file
@@ -104,7 +105,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
     project = find_project_file(config_path, Path.cwd())
     if project is not None:
         table = load_project_file(project)["dataset"]
-        layers.append(settings_from_mapping(table, base=project.parent.resolve(), source=f"{project} [dataset]"))
+        layers.append(project_layer(project, table))
     given = {
         "csv": list(map(str, csv)) or None, "images": list(map(str, images)) or None,
         "duplicates": str(duplicates) if duplicates else None, "out": str(out) if out else None,

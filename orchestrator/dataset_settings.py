@@ -108,6 +108,15 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
 _DEFAULTS = DatasetSettings(csv=(), images=(), out=Path("."))
 
 
+def project_layer(project: Path, table: Mapping[str, Any]) -> dict[str, Any]:
+    """A project file's [dataset] table as a layer. Its paths are relative to the project's folder, and so is
+    the default caption template: the folder's own templates/caption.j2 wins over the packaged one."""
+    base = project.parent.resolve()
+    layer = settings_from_mapping(table, base=base, source=f"{project} [dataset]")
+    layer.setdefault("caption_template", paths.find_template("caption.j2", base))
+    return layer
+
+
 def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
     """Merge converted layers (later wins) and check the whole."""
     merged: dict[str, Any] = {}

@@ -39,6 +39,18 @@ def test_build_reads_the_project_file_and_prints_a_summary(tmp_path):
     assert (tmp_path / "built" / "train" / "1_melanoma").is_dir()
 
 
+def test_a_project_folders_own_caption_template_is_used_from_any_working_directory(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "templates").mkdir(parents=True)
+    (project / "templates" / "caption.j2").write_text("dermoscopy, {{ trigger }}", encoding="utf-8")
+    cfg = _project(project)
+    monkeypatch.chdir(tmp_path)  # not the project folder
+    result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    captions = {p.read_text().strip() for p in (project / "built" / "train" / "1_melanoma").glob("*.caption")}
+    assert captions == {"dermoscopy, me1anoma"}
+
+
 def test_command_line_options_override_the_project_file(tmp_path):
     cfg = _project(tmp_path)
     result = CliRunner().invoke(main, ["dataset", "build", "--config", str(cfg), "--quiet", "--workers", "1",
