@@ -143,8 +143,10 @@ def sd_scripts_commit(sd_scripts: Path) -> tuple[str | None, str]:
 def check_sd_scripts(sd_scripts: Path, report: Preflight) -> tuple[str | None, str]:
     """(the checkout's commit or None for a plain folder, how the commit was established)."""
     if not (sd_scripts / TRAIN_SCRIPT).is_file():
-        raise MedsynthError(f"{sd_scripts}/{TRAIN_SCRIPT} not found: run 'make setup' (git submodule update --init) "
-                            f"or unpack kohya-ss/sd-scripts at {SD_SCRIPTS_COMMIT} there")
+        # a checkout fetches its submodule; an installed medsynth looks in the project folder's vendor/sd-scripts
+        fix = "run 'make setup' (git submodule update --init) or unpack" if git_checkout() else "unpack"
+        raise MedsynthError(f"{sd_scripts}/{TRAIN_SCRIPT} not found: {fix} kohya-ss/sd-scripts at "
+                            f"{SD_SCRIPTS_COMMIT} there (or pass --sd-scripts DIR)")
     commit, how = sd_scripts_commit(sd_scripts)
     if commit is not None and commit != SD_SCRIPTS_COMMIT:
         raise MedsynthError(f"{sd_scripts} is at {commit}, medsynth is validated against {SD_SCRIPTS_COMMIT}: "

@@ -158,7 +158,7 @@ def test_installed_medsynth_builds_a_dataset_and_dry_runs_training_from_another_
     dry = medsynth(installed, work, "train", "--dry-run", "--dataset", "ds")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"run: {work / 'runs'}/melanoma-default-" in dry.stdout
-    assert f"{work / 'vendor' / 'sd-scripts'}/sdxl_train_network.py not found" in dry.stdout  # warned, one line
+    assert f"{work / 'vendor' / 'sd-scripts'}/sdxl_train_network.py not found: unpack" in dry.stdout  # warned, one line
     assert "--- train.toml" in dry.stdout and "written by medsynth from templates/train.toml.j2" in dry.stdout
     assert not (work / "runs").exists()  # a dry run writes nothing
     assert snapshot(installed["site"]) == before  # nor anything into the installation
