@@ -79,8 +79,18 @@ def test_manifest_records_metadata_hash_and_caption_of_every_image(demo_build):
     meta = json.loads((demo_build / "dataset.json").read_text())
     assert meta["images"] == 20 and meta["image_dir"] == "train/1_melanoma" and meta["resolution"] == 512
     assert meta["manifest_sha256"] == hashlib.sha256((demo_build / "manifest.csv").read_bytes()).hexdigest()
-    assert (demo_build / "report.png").stat().st_size > 0
     assert "images: 20" in (demo_build / "report.txt").read_text()
+
+
+def test_report_png_draws_one_bar_per_counted_value_in_one_panel_per_field(demo_build):
+    chart = cv2.imread(str(demo_build / "report.png"))
+    report = (demo_build / "report.txt").read_text()
+    bar = np.all(chart == (0x4B, 0x56, 0x8C), axis=2)  # the bars' colour, BGR
+    panels = np.flatnonzero(np.diff(bar.any(axis=0).astype(int)) == 1)  # left edges of bar columns
+    assert len(panels) == 4 == sum(line.endswith(":") for line in report.splitlines())  # sex, age, site, hair
+    sex_column = bar[:, panels[0] + 1]
+    bars = np.count_nonzero(np.diff(sex_column.astype(int)) == 1)
+    assert bars == report.split("age band:")[0].count("\n  ")  # one bar per sex counted
 
 
 def test_rebuild_leaves_manifest_byte_identical_and_reuses_every_image(tmp_path, monkeypatch):
