@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.paths import DEMO_DIR, REPO_ROOT  # noqa: E402
+from orchestrator.common.paths import DEMO_DIR, REPO_ROOT  # noqa: E402
 
 DEFAULT_CSV = REPO_ROOT.parent / "shared" / "data" / "isic" / "ISIC_2020_Training_GroundTruth.csv"
 BENCH = Path(__file__).resolve().parent

@@ -28,10 +28,10 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.evaluate import analyse, evaluate  # noqa: E402
-from orchestrator.evaluate_report import write_evaluation  # noqa: E402
-from orchestrator.images import ImageJob, process_images  # noqa: E402
-from orchestrator.paths import DEMO_DIR  # noqa: E402
+from orchestrator.evaluate.features import analyse, evaluate  # noqa: E402
+from orchestrator.evaluate.report import write_evaluation  # noqa: E402
+from orchestrator.dataset.images import ImageJob, process_images  # noqa: E402
+from orchestrator.common.paths import DEMO_DIR  # noqa: E402
 from orchestrator.vision.lesion import lesion_features  # noqa: E402
 from orchestrator.vision.skin_tone import skin_ita  # noqa: E402
 

@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from generate_helpers import make_run, png_with_text, write_manifest  # noqa: E402
-from orchestrator.captions import CaptionSettings  # noqa: E402
-from orchestrator.generate_prompts import Item, plan_items  # noqa: E402
-from orchestrator.paths import DEMO_DIR  # noqa: E402
-from orchestrator.reader_study import build_study  # noqa: E402
-from orchestrator.synthetic_outputs import png_text  # noqa: E402
+from orchestrator.dataset.captions import CaptionSettings  # noqa: E402
+from orchestrator.generate.prompts import Item, plan_items  # noqa: E402
+from orchestrator.common.paths import DEMO_DIR  # noqa: E402
+from orchestrator.evaluate.reader_study import build_study  # noqa: E402
+from orchestrator.generate.outputs import png_text  # noqa: E402
 from train_helpers import caption_for, make_dataset  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main() -> None:
                                     for p in sorted(folder.iterdir())], args.repeats)
         print(f"resume check of 1000 PNGs of {len(png) / 1e6:.1f} MB: median {seconds:.3f} s")
         run = make_run(Path(tmp), make_dataset(Path(tmp) / "ds"))
-        argv = [sys.executable, "-m", "orchestrator.cli", "generate", str(run), "--count", "100", "--dry-run"]
+        argv = [sys.executable, "-m", "orchestrator.cli.main", "generate", str(run), "--count", "100", "--dry-run"]
         seconds, _ = timed(lambda: subprocess.run(argv, cwd=ROOT, check=True, capture_output=True), args.repeats)
         print(f"generate --dry-run (100 images, fresh process): median {seconds:.2f} s")
     seconds, study = timed(lambda: build_study(DEMO_DIR / "images", DEMO_DIR / "images", n=40, seed=0), args.repeats)

@@ -38,8 +38,8 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.images import ImageJob, _process_one, process_images  # noqa: E402
-from orchestrator.paths import DEMO_DIR  # noqa: E402
+from orchestrator.dataset.images import ImageJob, _process_one, process_images  # noqa: E402
+from orchestrator.common.paths import DEMO_DIR  # noqa: E402
 
 RESOLUTION = 1024
 BENCH = Path(__file__).resolve().parent

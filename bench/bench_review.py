@@ -25,18 +25,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator import launch  # noqa: E402
-from orchestrator.config import load_settings  # noqa: E402
-from orchestrator.review import review_run  # noqa: E402
-from orchestrator.review_write import write_run_review  # noqa: E402
-from orchestrator.rundir import run_record, write_run_dir  # noqa: E402
-from orchestrator.run_outputs import event_files  # noqa: E402
-from orchestrator.tfevents import read_scalars  # noqa: E402
+from orchestrator.train import launch  # noqa: E402
+from orchestrator.train.config import load_settings  # noqa: E402
+from orchestrator.review.grid import review_run  # noqa: E402
+from orchestrator.review.write import write_run_review  # noqa: E402
+from orchestrator.runs.folder import run_record, write_run_dir  # noqa: E402
+from orchestrator.runs.outputs import event_files  # noqa: E402
+from orchestrator.runs.tfevents import read_scalars  # noqa: E402
 
 
 def make_run(tmp: Path, prompts: int, epochs: int) -> Path:
     ds = tmp / "demo"
-    subprocess.run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv",
+    subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv",
                     str(ROOT / "datasets/demo/metadata.csv"), "--images", str(ROOT / "datasets/demo/images"),
                     "--out", str(ds), "--quiet"], cwd=ROOT, check=True, capture_output=True)
     model = tmp / "sdxl.safetensors"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DRY_RUN = ("import sys; from orchestrator.cli_train import train; "
+DRY_RUN = ("import sys; from orchestrator.cli.train import train; "
            "sys.argv = ['medsynth', '--dry-run', '--dataset', sys.argv[1], '--run-name', 'bench']; "
            "import atexit; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr)); "
            "train()")
@@ -33,7 +33,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": os.path.dirname(sys.executable)}
     with tempfile.TemporaryDirectory() as tmp:
         ds = Path(tmp) / "demo"
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv",
+        subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv",
                         str(ROOT / "datasets/demo/metadata.csv"), "--images", str(ROOT / "datasets/demo/images"),
                         "--out", str(ds), "--quiet"], cwd=tmp, env=env, check=True, capture_output=True)
         times, torch_seen = [], set()

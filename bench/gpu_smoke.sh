@@ -76,7 +76,7 @@ setup() {
   say "versions + import of sdxl_train_network"
   "$PY" - "$WORK/versions.json" <<'EOF' || { echo "FATAL: the training stack does not import"; return 1; }
 import importlib.metadata as md, json, platform, sys
-from orchestrator.paths import SD_SCRIPTS_DIR
+from orchestrator.common.paths import SD_SCRIPTS_DIR
 v = {"python": platform.python_version()}
 for name in ("torch", "torchvision", "accelerate", "diffusers", "transformers", "huggingface-hub", "tokenizers",
              "bitsandbytes", "peft", "safetensors", "numpy", "toml", "triton"):
@@ -126,7 +126,7 @@ with open(sys.argv[2], "w", newline="") as f:
 EOF
   fi
   for pair in "fast:$REPEATS_FAST" "slow:$REPEATS_SLOW"; do
-    timed "dataset_${pair%%:*}" "$PY" -m orchestrator.cli dataset build --csv "$csv" --images datasets/demo/images \
+    timed "dataset_${pair%%:*}" "$PY" -m orchestrator.cli.main dataset build --csv "$csv" --images datasets/demo/images \
         --out "$WORK/ds-${pair%%:*}" --repeats "${pair##*:}" --resolution "$RES" --quiet >/dev/null \
         || { echo "FATAL: dataset build failed"; return 1; }
   done
@@ -166,7 +166,7 @@ train_run() {  # train_run NAME PRESET DATASET TIMEOUT_S ENV EXTRA_ARGS...
     smi=$!
   fi
   say "train $name: preset $preset, data $ds, timeout ${tmo}s${env_args:+, env ${env_args[*]}} $*"
-  ( timeout -s INT -k 30 "$tmo" env "${env_args[@]}" "$PY" -m orchestrator.cli train --preset "$preset" \
+  ( timeout -s INT -k 30 "$tmo" env "${env_args[@]}" "$PY" -m orchestrator.cli.main train --preset "$preset" \
       --run-name "smoke-$name" --dataset "$WORK/ds-$ds" --offline --model "$CKPT" \
       --set "tokenizer_cache_dir=$WORK/tok" --set "runs_dir=$WORK/runs" --set num_sample_prompts=1 \
       "${TRAIN_ARGS[@]}" "$@" 2>&1 | "$PY" bench/tslog.py "$WORK/train_$name.log" > "$WORK/console_$name.log" ) &

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.images import decode_reduced  # noqa: E402
-from orchestrator.paths import DEMO_DIR  # noqa: E402
+from orchestrator.dataset.images import decode_reduced  # noqa: E402
+from orchestrator.common.paths import DEMO_DIR  # noqa: E402
 from orchestrator.vision.hair import (HAIR_THRESHOLD, MIN_CONTOUR, REFERENCE_SIZE, WORKING_SIZE,  # noqa: E402
                                       contour_lengths)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_DIR
+from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_DIR
 
 # ../shared sits beside the checkout (and beside CI's clone); MEDSYNTH_SHARED overrides it
 SHARED = Path(os.environ.get("MEDSYNTH_SHARED", REPO_ROOT.parent / "shared"))

@@ -11,9 +11,9 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator import launch
-from orchestrator.config import load_settings
-from orchestrator.rundir import run_record, write_run_dir
+from orchestrator.train import launch
+from orchestrator.train.config import load_settings
+from orchestrator.runs.folder import run_record, write_run_dir
 
 
 def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] = (), name: str = "r1") -> Path:

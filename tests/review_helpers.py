@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import toml
 
-from orchestrator import launch
-from orchestrator.config import load_settings
-from orchestrator.rundir import run_record, update_run_json, write_run_dir
+from orchestrator.train import launch
+from orchestrator.train.config import load_settings
+from orchestrator.runs.folder import run_record, update_run_json, write_run_dir
 
 OUTPUT_NAME = "melanoma_lora"
 

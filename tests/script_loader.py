@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 
 def load_script(relpath: str) -> ModuleType:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import captions as captions_module
-from orchestrator.captions import CaptionSettings, render_captions, write_captions
-from orchestrator.errors import MedsynthError
-from orchestrator.lesions import conform
+from orchestrator.dataset import captions as captions_module
+from orchestrator.dataset.captions import CaptionSettings, render_captions, write_captions
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.lesions import conform
 
 DEFAULT = CaptionSettings()
 

@@ -15,8 +15,8 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import main
-from orchestrator.paths import DEMO_DIR, REPO_ROOT
+from orchestrator.cli.main import main
+from orchestrator.common.paths import DEMO_DIR, REPO_ROOT
 
 
 def _project(tmp_path: Path, extra: str = "") -> Path:
@@ -95,7 +95,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 def test_installed_console_script_exits_nonzero_on_bad_input(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("foo,bar\n1,2\n")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(bad),
                            "--images", str(DEMO_DIR / "images"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 1
@@ -119,7 +119,7 @@ def test_site_map_keys_match_sites_whatever_their_case(tmp_path):
 
 
 def test_every_option_has_help_text():
-    from orchestrator.cli import dataset_build
+    from orchestrator.cli.main import dataset_build
 
     for param in dataset_build.params:
         assert getattr(param, "help", None), f"{param.name} has no --help text"
@@ -156,8 +156,8 @@ def test_two_diagnoses_under_one_class_and_trigger_are_refused_on_one_line(tmp_p
 
 
 def test_settings_made_in_code_refuse_a_mixed_selection_too(tmp_path):
-    from orchestrator.dataset_settings import DatasetSettings
-    from orchestrator.errors import MedsynthError
+    from orchestrator.dataset.settings import DatasetSettings
+    from orchestrator.common.errors import MedsynthError
 
     with pytest.raises(MedsynthError, match=r"'diagnoses' \(melanoma, nevus\) mixes classes"):
         DatasetSettings(csv=(DEMO_DIR / "metadata.csv",), images=(DEMO_DIR / "images",), out=tmp_path / "out",
@@ -181,7 +181,7 @@ def test_command_line_turns_off_what_the_project_file_turns_on(tmp_path):
 # ---- one build at a time, and no partial build left behind: real `medsynth dataset build` processes ----
 
 def _build_command(out: Path, *extra: str, resolution: int = 192) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(DEMO_DIR / "metadata.csv"),
+    return [sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(DEMO_DIR / "metadata.csv"),
             "--images", str(DEMO_DIR / "images"), "--out", str(out), "--resolution", str(resolution),
             "--workers", "1", "--quiet", *extra]
 
@@ -262,8 +262,8 @@ def test_two_builds_started_a_moment_apart_leave_one_complete_dataset(tmp_path):
 @pytest.fixture(scope="module")
 def previous_dataset(tmp_path_factory) -> Path:
     """A finished build of the demo melanomas at 256 px (the signal tests rebuild at 192 px, so with image work)."""
-    from orchestrator.dataset_settings import DatasetSettings
-    from orchestrator.layout import build_dataset
+    from orchestrator.dataset.settings import DatasetSettings
+    from orchestrator.dataset.build import build_dataset
 
     out = tmp_path_factory.mktemp("previous") / "ds"
     build_dataset(DatasetSettings(csv=(DEMO_DIR / "metadata.csv",), images=(DEMO_DIR / "images",), out=out,

@@ -10,7 +10,7 @@ HEAVY = ("pandas", "numpy", "cv2", "matplotlib", "torch", "jinja2")
 
 
 def test_help_imports_no_heavy_library():
-    probe = ("import sys; from click.testing import CliRunner; from orchestrator.cli import main; "
+    probe = ("import sys; from click.testing import CliRunner; from orchestrator.cli.main import main; "
              "result = CliRunner().invoke(main, ['--help']); assert result.exit_code == 0, result.output; "
              f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)

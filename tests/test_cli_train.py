@@ -10,9 +10,9 @@ import pytest
 import toml
 from click.testing import CliRunner
 
-from orchestrator.cli_train import train
-from orchestrator.config import load_preset
-from orchestrator.prompts import age_band
+from orchestrator.cli.train import train
+from orchestrator.train.config import load_preset
+from orchestrator.train.sample_prompts import age_band
 from train_helpers import DEFAULT_ROWS, make_dataset, write_fake_python, write_fake_sd_scripts
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import (AUTO, BatchTier, TrainConfig, choose_batch, load_preset, load_settings, parse_set,
+from orchestrator.train.config import (AUTO, BatchTier, TrainConfig, choose_batch, load_preset, load_settings, parse_set,
                                  preset_names, resolve_batch, schedule)
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 
 
 def settings(tmp_path: Path, *sets: str, preset: str | None = None, train: dict | None = None):
@@ -140,7 +140,7 @@ def test_kohya_pass_through_of_no_sd_scripts_option_is_refused_where_it_is_given
 
 
 def test_did_you_mean_names_only_reasonably_close_names():
-    from orchestrator.suggest import did_you_mean
+    from orchestrator.common.suggest import did_you_mean
 
     assert did_you_mean("train_script", ["random_crop", "train_batch_size"]) == ""
     assert did_you_mean("max_epochs", ["max_train_epochs", "initial_epoch"]) == "; did you mean 'max_train_epochs'?"

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import CONTRACT_FILE, load_contract
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT, SD_SCRIPTS_DIR
+from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_COMMIT, SD_SCRIPTS_DIR
 
 GENERATOR = REPO_ROOT / "tools" / "gen_kohya_contract.py"
 

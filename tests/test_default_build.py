@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.paths import DEMO_DIR
+from orchestrator.common.paths import DEMO_DIR
 
 PROJECT = """[dataset]
 csv = ["{demo}/metadata.csv"]
@@ -23,7 +23,7 @@ out = "melanoma"
 
 
 def build(cwd: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--quiet", *extra],
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--quiet", *extra],
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -57,7 +57,7 @@ def test_ctrl_c_ends_a_build_within_two_seconds_and_leaves_no_partial_folder(pro
             out_rows.append(row.replace(name, new, 1))
     csv = tmp_path / "many.csv"
     csv.write_text("\n".join([header, *out_rows]) + "\n", encoding="utf-8")
-    child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(csv),
+    child = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(csv),
                               "--images", str(images), "--out", str(tmp_path / "big"), "--quiet"],
                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     building = tmp_path / ".big.building"

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import main
-from orchestrator.errors import MedsynthError
-from orchestrator.evaluate import FEATURES, analyse, image_set, kolmogorov_survival, ks_two_sample
-from orchestrator.paths import DEMO_DIR
+from orchestrator.cli.main import main
+from orchestrator.common.errors import MedsynthError
+from orchestrator.evaluate.features import FEATURES, analyse, image_set, kolmogorov_survival, ks_two_sample
+from orchestrator.common.paths import DEMO_DIR
 
 DEMO_IMAGES = DEMO_DIR / "images"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -186,7 +186,7 @@ def test_missing_inception_weights_fail_in_one_line_before_any_work(demo_sets, t
 def test_unusable_inception_weights_fail_before_any_image_is_measured(demo_sets, tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="torch not installed (FID/KID are optional)")
     pytest.importorskip("torchvision", reason="torchvision not installed (FID/KID are optional)")
-    import orchestrator.evaluate as evaluate_module
+    import orchestrator.evaluate.features as evaluate_module
 
     measured = []
     monkeypatch.setattr(evaluate_module, "analyse", lambda files, *a, **k: measured.append(files) or [])

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.fid import (frechet_distance, inception_features, kernel_inception_distance, load_inception,
+from orchestrator.common.errors import MedsynthError
+from orchestrator.evaluate.fid import (frechet_distance, inception_features, kernel_inception_distance, load_inception,
                               mmd2_unbiased)
-from orchestrator.paths import DEMO_DIR
+from orchestrator.common.paths import DEMO_DIR
 
 HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch/torchvision not installed (FID/KID are optional)")

@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner
 
 from generate_helpers import calls, make_run, png_with_text, write_fake_gen_python, write_fake_gen_sd_scripts
-from orchestrator import generate as gen
-from orchestrator import generate_command as gen_cmd
-from orchestrator import generate_run as gen_run
-from orchestrator import synthetic_outputs as outputs
-from orchestrator.cli_generate import generate as generate_command
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import read_metadata
+from orchestrator.generate import plan as gen
+from orchestrator.generate import command as gen_cmd
+from orchestrator.generate import run as gen_run
+from orchestrator.generate import outputs
+from orchestrator.cli.generate import generate as generate_command
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import read_metadata
 from train_helpers import make_dataset
 
 HERE = Path(__file__).parent
@@ -355,7 +355,7 @@ def test_sd_scripts_own_parsers_read_the_command_and_prompt_file_as_meant(fake, 
 
 
 def test_each_process_sees_one_of_the_visible_gpus(monkeypatch):
-    from orchestrator.cli_generate import _gpus
+    from orchestrator.cli.generate import _gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _gpus(2, cpu=False) == ["2", "3"]
@@ -383,9 +383,9 @@ def test_png_text_reads_what_pil_writes_as_sd_scripts_does(tmp_path):
 
 
 def test_prompts_keep_the_site_wording_the_dataset_was_captioned_with(tmp_path):
-    from orchestrator.dataset_settings import DatasetSettings
-    from orchestrator.layout import build_dataset
-    from orchestrator.paths import DEMO_DIR
+    from orchestrator.dataset.settings import DatasetSettings
+    from orchestrator.dataset.build import build_dataset
+    from orchestrator.common.paths import DEMO_DIR
 
     dataset = build_dataset(DatasetSettings(csv=(DEMO_DIR / "metadata.csv",), images=(DEMO_DIR / "images",),
                                             out=tmp_path / "ds", resolution=256, workers=1,

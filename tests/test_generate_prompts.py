@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from generate_helpers import write_manifest
-from orchestrator.captions import CaptionSettings
-from orchestrator.errors import MedsynthError
-from orchestrator.generate_prompts import distribution, draw, plan_items, read_manifest
-from orchestrator.paths import DATASETS_DIR
+from orchestrator.dataset.captions import CaptionSettings
+from orchestrator.common.errors import MedsynthError
+from orchestrator.generate.prompts import distribution, draw, plan_items, read_manifest
+from orchestrator.common.paths import DATASETS_DIR
 from train_helpers import caption_for
 
 SITES = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles", "")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_DIR
+from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_DIR
 from script_loader import load_script
 
 build_tokenizers = load_script("tools/build_tokenizers.py")

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.images import decode_reduced
-from orchestrator.paths import DEMO_DIR
+from orchestrator.dataset.images import decode_reduced
+from orchestrator.common.paths import DEMO_DIR
 from orchestrator.vision.hair import HAIR_THRESHOLD, WORKING_SIZE, hair_score, is_hairy
 
 DEMO_IMAGES = sorted((DEMO_DIR / "images").glob("*.jpg"))

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator import images as images_module
-from orchestrator.errors import MedsynthError
-from orchestrator.images import HAIR_ALGORITHM, ImageJob, ImageResult, output_size, process_images
-from orchestrator.paths import DEMO_DIR
+from orchestrator.dataset import images as images_module
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.images import HAIR_ALGORITHM, ImageJob, ImageResult, output_size, process_images
+from orchestrator.common.paths import DEMO_DIR
 from orchestrator.vision.hair import hair_score
 
 DEMO = DEMO_DIR / "images"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import FORMATS, detect_format, read_metadata
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import FORMATS, detect_format, read_metadata
 
 HEADER_2020 = "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"
 ROW_2020 = "ISIC_0000001,IP_0000001,male,45,torso,melanoma,malignant,1"
@@ -187,8 +187,8 @@ def test_non_utf8_byte_deep_in_a_large_file_names_its_line(tmp_path: Path):
 def test_an_input_path_that_is_a_symlink_loop_is_one_line_naming_it(tmp_path: Path, option: str):
     from click.testing import CliRunner
 
-    from orchestrator.cli import main
-    from orchestrator.paths import DEMO_DIR
+    from orchestrator.cli.main import main
+    from orchestrator.common.paths import DEMO_DIR
 
     loop = tmp_path / "loop"
     loop.symlink_to(loop)  # ELOOP on open: exists() says False, open() raises

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import detect_format, read_metadata
-from orchestrator.select import select_lesions
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import detect_format, read_metadata
+from orchestrator.dataset.select import select_lesions
 
 META = "ISIC_2019_Training_Metadata.csv"
 GT = "ISIC_2019_Training_GroundTruth.csv"

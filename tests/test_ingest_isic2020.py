@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.ingest import detect_format, read_metadata
-from orchestrator.lesions import LESION_COLUMNS
+from orchestrator.dataset.ingest import detect_format, read_metadata
+from orchestrator.dataset.lesions import LESION_COLUMNS
 
 GT = "ISIC_2020_Training_GroundTruth.csv"
 KAGGLE = "isic2020_kaggle_train.csv"

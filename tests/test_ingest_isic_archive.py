@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import detect_format, read_metadata
-from orchestrator.paths import DEMO_DIR
-from orchestrator.select import select_lesions
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import detect_format, read_metadata
+from orchestrator.common.paths import DEMO_DIR
+from orchestrator.dataset.select import select_lesions
 
 DEMO = DEMO_DIR / "metadata.csv"
 

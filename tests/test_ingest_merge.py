@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import read_metadata
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import read_metadata
 
 HAM = "lesion_id,image_id,dx,dx_type,age,sex,localization"
 ARCHIVE = "isic_id,attribution,copyright_license,age_approx,anatom_site_general,benign_malignant,diagnosis,sex"

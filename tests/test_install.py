@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import paths
-from orchestrator.config import load_settings, preset_names
-from orchestrator.paths import DEMO_DIR, REPO_ROOT, TEMPLATES_DIR
-from orchestrator.render import render_template
+from orchestrator.common import paths
+from orchestrator.train.config import load_settings, preset_names
+from orchestrator.common.paths import DEMO_DIR, REPO_ROOT, TEMPLATES_DIR
+from orchestrator.train.render import render_template
 from train_helpers import write_fake_python, write_fake_sd_scripts
 
 SOURCES = ("pyproject.toml", "README.md", "orchestrator", "templates")  # what the build reads
@@ -144,9 +144,9 @@ def test_a_project_folders_own_preset_and_template_override_the_packaged_ones(tm
 def test_installed_medsynth_builds_a_dataset_and_dry_runs_training_from_another_folder(installed, tmp_path):
     work = tmp_path / "work"
     csv_path, images = demo_subset(work)
-    where = run_checked([installed["python"], "-c", "import orchestrator.paths as p; print(p.__file__); "
+    where = run_checked([installed["python"], "-c", "import orchestrator.common.paths as p; print(p.__file__); "
                          "print(p.TEMPLATES_DIR); print(p.SOURCE_ROOT)"], cwd=work, env=clean_env()).stdout.split()
-    assert where == [str(installed["site"] / "orchestrator" / "paths.py"),
+    assert where == [str(installed["site"] / "orchestrator" / "common" / "paths.py"),
                      str(installed["site"] / "orchestrator" / "templates"), "None"]
     before = snapshot(installed["site"])
     built = medsynth(installed, work, "dataset", "build", "--csv", csv_path.name, "--images", images.name,

@@ -14,7 +14,7 @@ import pytest
 import toml
 from kohya_samples import DATASET_TOML, PROMPTS, TRAIN_TOML, dataset, edited, train
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.selfcheck import check_with_sd_scripts, run_sd_scripts_probe
 from orchestrator.kohya.validate import (
     check_combinations, parse_sample_prompts, validate_dataset_config, validate_train_config,
@@ -118,9 +118,9 @@ def _text(path: Path, text: str) -> Path:
 def _default_preset_plan(root: Path, gib: float):
     from train_helpers import make_dataset
 
-    from orchestrator import launch
-    from orchestrator.config import load_settings
-    from orchestrator.preflight import Gpu
+    from orchestrator.train import launch
+    from orchestrator.train.config import load_settings
+    from orchestrator.train.preflight import Gpu
 
     settings = load_settings(preset_name="default", cwd=root,
                              options={"dataset": str(make_dataset(root / "ds")),

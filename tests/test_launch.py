@@ -15,10 +15,11 @@ import sys
 
 import pytest
 
-from orchestrator import launch, rundir
-from orchestrator.config import load_settings
-from orchestrator.errors import MedsynthError
-from orchestrator.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
+from orchestrator.train import launch
+from orchestrator.runs import folder as rundir
+from orchestrator.train.config import load_settings
+from orchestrator.common.errors import MedsynthError
+from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
 from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts, write_tokenizers
 
 
@@ -217,7 +218,7 @@ def test_resume_without_state_is_refused(fake, tmp_path):
 def test_ctrl_c_is_forwarded_and_waited_for(fake, tmp_path):
     argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
     (tmp_path / "t.toml").write_text("[a]\nx = 1\n")
-    code = ("import sys; from pathlib import Path; from orchestrator.launch import run_streaming; "
+    code = ("import sys; from pathlib import Path; from orchestrator.train.launch import run_streaming; "
             f"sys.exit(run_streaming({argv!r}, cwd=Path('.'), env=dict(__import__('os').environ), "
             f"log_path=Path({str(tmp_path / 'train.log')!r})))")
     env = {**os.environ, "FAKE_MODE": "sigint", "PYTHONPATH": str(REPO_ROOT)}

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator import layout
-from orchestrator.dataset_settings import DatasetSettings
-from orchestrator.errors import MedsynthError
-from orchestrator.layout import build_dataset
-from orchestrator.paths import DEMO_DIR
+from orchestrator.dataset import build as layout
+from orchestrator.dataset.settings import DatasetSettings
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.build import build_dataset
+from orchestrator.common.paths import DEMO_DIR
 
 
 def _settings(tmp_path: Path, **over) -> DatasetSettings:
@@ -318,7 +318,7 @@ def test_a_failed_build_removes_the_folders_it_created_above_out(tmp_path):
 
 
 def test_dry_run_report_counts_selected_missing_and_duplicates_without_skips(tmp_path):
-    from orchestrator.report import format_report
+    from orchestrator.dataset.report import format_report
 
     images = _images_with(tmp_path, {})
     (images / "ISIC_0000013.jpg").unlink()

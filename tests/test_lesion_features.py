@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.paths import DEMO_DIR
+from orchestrator.common.paths import DEMO_DIR
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, LesionFeatures, d_proxy, field_of_view,
                                         lesion_features, tds)
 

@@ -12,9 +12,9 @@ import pytest
 import toml
 from click.testing import CliRunner
 
-from orchestrator.cli_train import train
-from orchestrator.errors import MedsynthError
-from orchestrator.launch import Machines, accelerate_command
+from orchestrator.cli.train import train
+from orchestrator.common.errors import MedsynthError
+from orchestrator.train.launch import Machines, accelerate_command
 from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts
 
 

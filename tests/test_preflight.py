@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from orchestrator import preflight
-from orchestrator.config import TrainConfig
-from orchestrator.errors import MedsynthError
+from orchestrator.train import preflight
+from orchestrator.train.config import TrainConfig
+from orchestrator.common.errors import MedsynthError
 from train_helpers import write_fake_sd_scripts, write_tokenizers
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.prompts import age_band, prompts_from_manifest, sample_prompts
+from orchestrator.common.errors import MedsynthError
+from orchestrator.train.sample_prompts import age_band, prompts_from_manifest, sample_prompts
 from train_helpers import caption_for, make_dataset
 
 

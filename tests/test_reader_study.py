@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from generate_helpers import png_with_text
-from orchestrator.cli_generate import reader_study as reader_study_command
-from orchestrator.errors import MedsynthError
-from orchestrator.paths import DEMO_DIR
-from orchestrator.reader_study import (REAL, SYNTHETIC, binomial_two_sided, build_study, decode, image_files, pick,
+from orchestrator.cli.generate import reader_study as reader_study_command
+from orchestrator.common.errors import MedsynthError
+from orchestrator.common.paths import DEMO_DIR
+from orchestrator.evaluate.reader_study import (REAL, SYNTHETIC, binomial_two_sided, build_study, decode, image_files, pick,
                                        write_study)
 
 SECRET = "photo of female skin, me1anoma on torso, at age 50"

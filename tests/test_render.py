@@ -8,9 +8,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pytest
 import toml
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.render import prompt_text, render_template, toml_key, toml_value
+from orchestrator.train.render import prompt_text, render_template, toml_key, toml_value
 
 HOSTILE = [
     'say "hi"', "back\\slash", "C:\\Users\\x", "'''", '"""', "line1\nline2", "tab\there", "cr\rlf",

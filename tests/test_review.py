@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.review import expected_columns, read_run, review_run, select_columns
-from orchestrator.review_draw import plot_loss, plot_lr
-from orchestrator.review_write import write_run_review
-from orchestrator.run_outputs import Column
-from orchestrator.rundir import update_run_json
+from orchestrator.common.errors import MedsynthError
+from orchestrator.review.grid import expected_columns, read_run, review_run, select_columns
+from orchestrator.review.draw import plot_loss, plot_lr
+from orchestrator.review.write import write_run_review
+from orchestrator.runs.outputs import Column
+from orchestrator.runs.folder import update_run_json
 from review_helpers import colour, make_run, make_step_run, sample_name, write_events, write_sample, write_torn_sample
 from train_helpers import make_dataset
 

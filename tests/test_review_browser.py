@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from orchestrator.review import review_run, review_sweep
-from orchestrator.review_write import write_run_review, write_sweep_review
+from orchestrator.review.grid import review_run, review_sweep
+from orchestrator.review.write import write_run_review, write_sweep_review
 from review_helpers import colour, make_run, sample_name, write_events, write_sample
 from train_helpers import make_dataset
 

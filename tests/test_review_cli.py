@@ -8,8 +8,8 @@ import sys
 
 from click.testing import CliRunner
 
-from orchestrator.cli import main
-from orchestrator.rundir import running_mark, update_run_json
+from orchestrator.cli.main import main
+from orchestrator.runs.folder import running_mark, update_run_json
 from review_helpers import colour, make_run, sample_name, write_sample
 from train_helpers import make_dataset
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from orchestrator.run_outputs import Column, event_files, find_samples, parse_sample_name, png_complete
-from orchestrator.paths import SD_SCRIPTS_DIR
+from orchestrator.runs.outputs import Column, event_files, find_samples, parse_sample_name, png_complete
+from orchestrator.common.paths import SD_SCRIPTS_DIR
 from review_helpers import OUTPUT_NAME, sample_name, write_events, write_sample, write_torn_sample
 
 

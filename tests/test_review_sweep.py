@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.review import is_sweep_dir, review_sweep
-from orchestrator.review_draw import plot_loss
-from orchestrator.review_write import write_sweep_review
-from orchestrator.run_outputs import Column
+from orchestrator.common.errors import MedsynthError
+from orchestrator.review.grid import is_sweep_dir, review_sweep
+from orchestrator.review.draw import plot_loss
+from orchestrator.review.write import write_sweep_review
+from orchestrator.runs.outputs import Column
 from review_helpers import colour, make_run, sample_name, write_events, write_sample
 from test_review import Cells
 from train_helpers import make_dataset

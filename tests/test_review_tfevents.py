@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.tfevents import masked_crc32c, read_file_scalars, read_scalars
+from orchestrator.common.errors import MedsynthError
+from orchestrator.runs.tfevents import masked_crc32c, read_file_scalars, read_scalars
 from review_helpers import write_events
 
 REAL_RUN = Path(__file__).parent / "data" / "cpu_train_run"

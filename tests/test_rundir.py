@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import toml
 
-from orchestrator.config import config_as_dict, load_settings, preset_names, resolve_batch
-from orchestrator.errors import MedsynthError
+from orchestrator.train.config import config_as_dict, load_settings, preset_names, resolve_batch
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.rundir import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run, read_dataset,
+from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run, read_dataset,
                                  validate_plan, write_run_dir)
 from train_helpers import make_dataset
 
@@ -126,7 +126,7 @@ def test_misspelled_pass_through_option_is_refused_by_validation(tmp_path):
 
 
 def test_validation_names_the_template_not_a_run_folder_that_is_not_written(tmp_path):
-    from orchestrator.paths import TEMPLATES_DIR
+    from orchestrator.common.paths import TEMPLATES_DIR
 
     plan = make_plan(tmp_path, "kohya.noise_offset=true")
     with pytest.raises(MedsynthError) as caught:
@@ -166,8 +166,8 @@ def test_empty_image_folder_is_refused(tmp_path):
 def test_a_dataset_built_without_resizing_trains_at_sdxls_resolution_unless_set(tmp_path):
     from click.testing import CliRunner
 
-    from orchestrator.cli import main
-    from orchestrator.paths import DEMO_DIR
+    from orchestrator.cli.main import main
+    from orchestrator.common.paths import DEMO_DIR
 
     ds = tmp_path / "native"
     built = CliRunner().invoke(main, ["dataset", "build", "--csv", str(DEMO_DIR / "metadata.csv"), "--images",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.ingest import read_metadata
-from orchestrator.select import read_duplicates, select_lesions
+from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.ingest import read_metadata
+from orchestrator.dataset.select import read_duplicates, select_lesions
 
 DUPLICATES = "ISIC_2020_Training_Duplicates.csv"
 

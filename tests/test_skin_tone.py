@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import images as images_module
-from orchestrator.cli import main
-from orchestrator.dataset_settings import DatasetSettings
-from orchestrator.layout import CACHE_NAME, build_dataset
-from orchestrator.paths import DEMO_DIR
+from orchestrator.dataset import images as images_module
+from orchestrator.cli.main import main
+from orchestrator.dataset.settings import DatasetSettings
+from orchestrator.dataset.build import CACHE_NAME, build_dataset
+from orchestrator.common.paths import DEMO_DIR
 from orchestrator.vision.lesion import ANALYSIS_SIZE
 from orchestrator.vision.skin_tone import BAND_NAMES, ITA_ALGORITHM, skin_ita, tone_band
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from orchestrator.errors import MedsynthError
-from orchestrator.paths import TEMPLATES_DIR
-from orchestrator.sweep import MAX_NAME, name_part, read_sweep
+from orchestrator.common.errors import MedsynthError
+from orchestrator.common.paths import TEMPLATES_DIR
+from orchestrator.sweep.spec import MAX_NAME, name_part, read_sweep
 
 
 def sweep_file(tmp_path, text: str, name: str = "sweep.toml"):

@@ -19,9 +19,9 @@ import pytest
 import toml
 from click.testing import CliRunner
 
-from orchestrator.cli_sweep import sweep
-from orchestrator.paths import TEMPLATES_DIR
-from orchestrator.sweep_run import final_loss
+from orchestrator.cli.sweep import sweep
+from orchestrator.common.paths import TEMPLATES_DIR
+from orchestrator.sweep.run import final_loss
 from train_helpers import FAKE_PYTHON, make_dataset, write_fake_sd_scripts
 
 PRELUDE = r'''
@@ -263,9 +263,9 @@ def test_no_gpu_is_a_clear_error_before_anything_is_written(work):
 
 
 def test_runs_that_do_not_fit_on_the_disk_together_are_refused_before_any_is_written(work, monkeypatch):
-    from orchestrator import sweep_run
-    from orchestrator.config import load_settings
-    from orchestrator.preflight import estimate_disk_bytes
+    from orchestrator.sweep import run as sweep_run
+    from orchestrator.train.config import load_settings
+    from orchestrator.train.preflight import estimate_disk_bytes
 
     one = estimate_disk_bytes(load_settings(preset_name="default", sets=["max_train_epochs=2"], cwd=work["root"]).config)
     real = sweep_run.shutil.disk_usage

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli_sweep import sweep
-from orchestrator.cli_train import train
-from orchestrator.errors import MedsynthError
-from orchestrator.sweep_slurm import render_script
+from orchestrator.cli.sweep import sweep
+from orchestrator.cli.train import train
+from orchestrator.common.errors import MedsynthError
+from orchestrator.sweep.slurm import render_script
 from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts
 
 ODD = "runs dir 'quoted' $HOME `x` (1)"
@@ -83,7 +83,7 @@ def _little_free_space(monkeypatch, free: int = 10**6):
 
 
 def test_emit_warns_but_writes_when_this_machines_disk_is_too_small(work, monkeypatch):
-    from orchestrator.preflight import filesystem_type
+    from orchestrator.train.preflight import filesystem_type
 
     assert filesystem_type(work["root"]) not in ("nfs", "nfs4", "lustre")  # the test's folder is a local disk
     _little_free_space(monkeypatch)
@@ -97,7 +97,7 @@ def test_emit_warns_but_writes_when_this_machines_disk_is_too_small(work, monkey
 
 
 def test_emit_refuses_too_little_space_on_a_file_system_the_nodes_share(work, monkeypatch):
-    from orchestrator import sweep_run
+    from orchestrator.sweep import run as sweep_run
 
     _little_free_space(monkeypatch)
     monkeypatch.setattr(sweep_run, "filesystem_type", lambda path: "nfs4")  # no NFS server here
@@ -110,7 +110,7 @@ def test_emit_refuses_too_little_space_on_a_file_system_the_nodes_share(work, mo
 
 
 def test_filesystem_type_reads_the_innermost_mount_and_its_escapes(tmp_path):
-    from orchestrator.preflight import filesystem_type
+    from orchestrator.train.preflight import filesystem_type
 
     mounts = tmp_path / "mounts"
     mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/home /shared nfs4 rw 0 0\n"

@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 from kohya_samples import PROMPTS, dataset, edited, train
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.validate import (
     check_combinations, parse_sample_prompts, validate_dataset_config, validate_sample_prompts, validate_train_config,
 )

@@ -140,7 +140,7 @@ def write_fake_sd_scripts(folder: Path) -> Path:
 
 def write_tokenizers(root: Path, max_length: int = 77) -> None:
     """The two tokenizer folders sd-scripts reads from tokenizer_cache_dir (files with placeholder content)."""
-    from orchestrator.preflight import TOKENIZER_FOLDERS
+    from orchestrator.train.preflight import TOKENIZER_FOLDERS
 
     for name in TOKENIZER_FOLDERS:
         (root / name).mkdir(parents=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 
 CONTRACT_FILE = Path(__file__).with_name("contract.json")
 

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Any
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import load_contract
 
 # option -> (key in sd-scripts' prompt dict, value pattern); the SDXL trainer uses only these

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 
 PROBE = Path(__file__).with_name("sd_scripts_probe.py")
 MARKER = "MEDSYNTH_PROBE "

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from orchestrator.errors import MedsynthError
+from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import Contract, DatasetKey, Option, load_contract
 from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
-from orchestrator.suggest import closest
+from orchestrator.common.suggest import closest
 
 __all__ = [
     "check_combinations", "flatten_train_config", "parse_sample_prompts", "validate_dataset_config",

@@ -17,7 +17,7 @@ import pytest
 
 from e2e_support import ALPHA, CACHE, DIM, EPOCHS, OUTPUT_NAME, RES, run_checked
 
-from orchestrator.paths import DEMO_DIR, REPO_ROOT
+from orchestrator.common.paths import DEMO_DIR, REPO_ROOT
 
 # pytest-timeout: the suite's 120 s (pyproject.toml) counts fixture setup, so it would end these mid-training. Each
 # test here gets more than the longest chain of subprocess timeouts its setup and body can run (checkpoint 1200 +
@@ -60,7 +60,7 @@ def dataset(tmp_path_factory) -> Path:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows([r for r in rows if r["diagnosis"] == "melanoma"][:2])
-    run_checked([sys.executable, "-m", "orchestrator.cli", "dataset", "build", "--csv", str(work / "metadata.csv"),
+    run_checked([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(work / "metadata.csv"),
           "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES), "--quiet"],
          timeout=300)
     return work / "ds"
@@ -72,7 +72,7 @@ def run_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
     settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
                 "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
                 "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2}
-    argv = [sys.executable, "-m", "orchestrator.cli", "train", "--preset", "default", "--run-name", "e2e",
+    argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "e2e",
             "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
     for key, value in settings.items():
         argv += ["--set", f"{key}={value}"]

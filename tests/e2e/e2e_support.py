@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 CACHE = Path(os.environ.get("MEDSYNTH_E2E_CACHE", REPO_ROOT / "build" / "e2e"))
 DIM, ALPHA, EPOCHS, RES = 8, 4, 2, 256  # dim != alpha, both off the defaults: the files must say what was asked

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from e2e_support import ALPHA, DIM, OUTPUT_NAME, RES, run_checked
 
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ def test_interrupted_compiled_run_resumes_with_the_lora_weights_its_state_lacks(
                 "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME, "num_sample_prompts": 1,
                 "sample_width": RES, "sample_height": RES, "sample_steps": 2, "torch_compile": "true",
                 "dynamo_backend": "aot_eager"}
-    argv = [sys.executable, "-m", "orchestrator.cli", "train", "--preset", "default", "--run-name", "compiled",
+    argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "compiled",
             "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
     for key, value in settings.items():
         argv += ["--set", f"{key}={value}"]
@@ -60,7 +60,7 @@ def test_interrupted_compiled_run_resumes_with_the_lora_weights_its_state_lacks(
     # extra --network_weights is no longer needed
     assert not list(state.glob("model*.safetensors")), sorted(p.name for p in state.iterdir())
 
-    run_checked([sys.executable, "-m", "orchestrator.cli", "train", "--resume", "--run-dir", str(run_dir),
+    run_checked([sys.executable, "-m", "orchestrator.cli.main", "train", "--resume", "--run-dir", str(run_dir),
                  "--offline", "--cpu"], timeout=1800, env=env)
     log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     weights = run_dir / f"{OUTPUT_NAME}-000001.safetensors"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import generate as gen
-from orchestrator import synthetic_outputs as outputs
-from orchestrator.ingest import read_metadata
-from orchestrator.paths import REPO_ROOT
+from orchestrator.generate import plan as gen
+from orchestrator.generate import outputs
+from orchestrator.dataset.ingest import read_metadata
+from orchestrator.common.paths import REPO_ROOT
 from e2e_support import OUTPUT_NAME, RES
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,7 @@ COUNT, SEED = 2, 3
 
 
 def _generate(run: Path, out: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "orchestrator.cli", "generate", str(run), "--count", str(COUNT), "--epoch", "1",
+    argv = [sys.executable, "-m", "orchestrator.cli.main", "generate", str(run), "--count", str(COUNT), "--epoch", "1",
             "--seed", str(SEED), "--out", str(out), "--offline", "--cpu"]
     done = subprocess.run(argv, cwd=REPO_ROOT, env=dict(os.environ, MEDSYNTH_PYTHON=sys.executable, COLUMNS="200"),
                           capture_output=True, text=True, timeout=3600)

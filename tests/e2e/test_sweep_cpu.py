@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.paths import REPO_ROOT
+from orchestrator.common.paths import REPO_ROOT
 from e2e_support import RES
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def sweep_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
         f'num_sample_prompts = 1\nsample_width = {RES}\nsample_height = {RES}\nsample_steps = 2\n'
         f'[grid]\nlearning_rate = [{", ".join(map(repr, LRS))}]\n', encoding="utf-8")
     env = dict(os.environ, MEDSYNTH_PYTHON=sys.executable, COLUMNS="200")
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(work / "cpu2.toml"), "--cpu",
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "sweep", str(work / "cpu2.toml"), "--cpu",
                            "--offline"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=7200)
     assert done.returncode == 0, f"sweep exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
     assert "caches:" in done.stdout

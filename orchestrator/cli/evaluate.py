@@ -1,0 +1,56 @@
+"""`medsynth evaluate`: options -> orchestrator.evaluate.features / orchestrator.evaluate.report; prints a summary."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("real", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("synth", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A training run folder (runs/<name>/): also measure its sample images per epoch "
+                   "(sample/) against REAL, to show the trend over training.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for evaluation.html, evaluation.json and evaluation_files/ "
+                   "(default: <RUN>/evaluation with --run, else ./evaluation).")
+@click.option("--inception-weights", type=click.Path(path_type=Path, dir_okay=False),
+              help="A torchvision inception_v3 state_dict file: also compute FID and KID (needs torch and "
+                   "torchvision; nothing is downloaded). Without it, no FID/KID.")
+@click.option("--workers", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+              show_default="all cores", help="Processes measuring images.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate(real: Path, synth: Path, run_dir: Path | None, out: Path | None, inception_weights: Path | None,
+             workers: int, quiet: bool) -> None:
+    """Compare lesion features of REAL and SYNTH images: evaluation.html + evaluation.json.
+
+    REAL and SYNTH are each a folder of images, a dataset folder (its train/ images) or a 'medsynth
+    generate' output (synthetic/images). Per image: lesion mask, asymmetry, border, colours, diameter, a
+    TDS-style estimate (not a diagnosis) and skin ITA; per feature: means, medians, histograms and the
+    Kolmogorov-Smirnov statistic between the sets.
+    """
+    from orchestrator.evaluate.features import evaluate as run_evaluation
+    from orchestrator.evaluate.report import summary_lines, write_evaluation
+
+    started = time.perf_counter()
+    out = out or (run_dir / "evaluation" if run_dir is not None else Path("evaluation"))
+    result = run_evaluation(real, synth, run_dir=run_dir, inception_weights=inception_weights,
+                            workers=workers, progress=not quiet)
+    written = write_evaluation(result, out)
+    for line in summary_lines(result):
+        click.echo(line)
+    if result.fid is not None:
+        click.echo(f"FID {result.fid['fid']:.3f}   KID {result.fid['kid']:.5f} ± {result.fid['kid_std']:.5f}")
+    if result.points:
+        click.echo(f"run samples: {', '.join(f'{c.label} ({len(r)})' for c, r in result.points)}")
+    records = result.real_records + result.synth_records
+    unreadable = sum(r.error is not None for r in records)
+    missing = sum(r.error is None and not r.lesion_found for r in records)
+    click.echo(f"measured {len(result.real_records)} real and {len(result.synth_records)} synthetic images "
+               f"({missing} without a lesion found, {unreadable} unreadable: see evaluation.json) in "
+               f"{time.perf_counter() - started:.1f} s; "
+               f"wrote {written.html} and {written.json}")

@@ -1,0 +1,1 @@
+"""Evaluation of a synthetic set against real images: lesion features, FID/KID, the reader study."""

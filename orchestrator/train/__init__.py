@@ -1,0 +1,1 @@
+"""The training stage: typed run configuration, rendering, preflight checks and the accelerate launch."""
