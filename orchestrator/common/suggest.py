@@ -17,7 +17,9 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """Return "; did you mean 'x'?" for the closest candidate, or "" when nothing is close."""
-    close = closest(name, candidates)
-    return f"; did you mean '{close}'?" if close else ""
+def did_you_mean(name: str, candidates: Iterable[str], *, fold_case: bool = False) -> str:
+    """Return "; did you mean 'x'?" for the closest candidate, or "" when nothing is close; with fold_case the
+    comparison ignores case but the hint keeps the candidate's own spelling."""
+    spelled = {(c.lower() if fold_case else c): c for c in candidates}
+    close = closest(name.lower() if fold_case else name, spelled)
+    return f"; did you mean '{spelled[close]}'?" if close else ""

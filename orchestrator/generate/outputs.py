@@ -17,6 +17,7 @@ from pathlib import Path
 from orchestrator.common.errors import MedsynthError
 from orchestrator.generate.command import GenSettings
 from orchestrator.generate.prompts import Item
+from orchestrator.common.atomic import write_atomic
 
 ISIC2020_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
                     "diagnosis", "benign_malignant", "target")
@@ -83,12 +84,6 @@ def write_metadata(path: Path, rows: Sequence[Mapping[str, str]], extra_fields: 
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, buf.getvalue())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_previous(synthetic: Path, s: GenSettings) -> None:

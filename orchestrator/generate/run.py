@@ -25,8 +25,9 @@ from typing import IO, Any
 from orchestrator.common.errors import MedsynthError
 from orchestrator.generate.command import GenSettings, gen_command, prompt_line
 from orchestrator.generate.prompts import Item
+from orchestrator.common.atomic import write_atomic
 from orchestrator.generate.outputs import (check_previous, image_matches, image_name, metadata_rows, png_text,
-                                            write_atomic, write_metadata)
+                                           write_metadata)
 
 
 def run_parallel(commands: Sequence[tuple[Sequence[str], Mapping[str, str]]], *, cwd: Path, log_path: Path,

@@ -9,12 +9,12 @@ is an error naming the line.
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.suggest import did_you_mean
 from orchestrator.kohya.contract import load_contract
 
 # option -> (key in sd-scripts' prompt dict, value pattern); the SDXL trainer uses only these
@@ -109,8 +109,7 @@ def _convert(name: str, value: str, where: str, samplers: tuple[str, ...]) -> An
     if name == "l":
         return float(value)
     if name == "ss" and value not in samplers:
-        close = difflib.get_close_matches(value.strip().lower(), samplers, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise MedsynthError(f"{where}: --ss {value!r}: not a sampler sd-scripts knows (names are case-sensitive; an "
-                            f"unknown one silently becomes DDIM): one of {', '.join(samplers)}{hint}")
+                            f"unknown one silently becomes DDIM): one of {', '.join(samplers)}"
+                            f"{did_you_mean(value.strip(), samplers, fold_case=True)}")
     return value

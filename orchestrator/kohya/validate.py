@@ -27,7 +27,7 @@ from typing import Any, Callable
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import Contract, DatasetKey, Option, load_contract
 from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
-from orchestrator.common.suggest import closest
+from orchestrator.common.suggest import closest, did_you_mean
 
 __all__ = [
     "check_combinations", "flatten_train_config", "parse_sample_prompts", "validate_dataset_config",
@@ -105,13 +105,6 @@ def _describe(kinds: tuple[str, ...]) -> str:
     return " or ".join(words[k] for k in kinds if k in words)
 
 
-def _did_you_mean(key: str, names: Any, *, fold_case: bool = False) -> str:
-    """difflib's closest name, if any; with fold_case the comparison ignores case but the hint keeps it."""
-    spelled = {(n.lower() if fold_case else n): n for n in names}
-    match = closest(key.lower() if fold_case else key, spelled)
-    return f"; did you mean {spelled[match]!r}?" if match else ""
-
-
 def unknown_option_hint(key: str, contract: Contract, *, prefix: str = "", settings: Iterable[str] = ()) -> str:
     """For a name that is no option of sdxl_train_network.py: that it is a dataset.toml key, else the closest of
     `settings` (medsynth's own), else the closest option (written with `prefix`), else ""."""
@@ -186,7 +179,7 @@ def _scalar_problem(option: Option, value: Any, contract: Contract) -> str | Non
         if value not in allowed:
             note = " (case-sensitive; sd-scripts would silently use DDIM)" if option.name == "sample_sampler" else ""
             return (f"{value!r} is not one of {', '.join(map(str, allowed))}{note}"
-                    f"{_did_you_mean(str(value), map(str, allowed))}")
+                    f"{did_you_mean(str(value), map(str, allowed))}")
     check = _VALUE_CHECKS.get(option.name)
     return check(value, contract) if check else None
 
@@ -220,14 +213,14 @@ def _optimizer(value: str, contract: Contract) -> str | None:
         return None  # "" = AdamW; "module.Class" is imported by sd-scripts (case-sensitive)
     return (f"{value!r} is not an optimizer sd-scripts knows (case-insensitive: {', '.join(contract.optimizers)}; "
             "or a class path such as 'torch.optim.RAdam' or 'bitsandbytes.optim.AdEMAMix8bit')"
-            f"{_did_you_mean(value, contract.optimizers, fold_case=True)}")
+            f"{did_you_mean(value, contract.optimizers, fold_case=True)}")
 
 
 def _scheduler(value: str, contract: Contract) -> str | None:
     if value in contract.schedulers or value == ADAFACTOR:
         return None
     return (f"{value!r} is not an lr scheduler sd-scripts can build (case-sensitive): "
-            f"{', '.join(contract.schedulers)}{_did_you_mean(value, contract.schedulers)}")
+            f"{', '.join(contract.schedulers)}{did_you_mean(value, contract.schedulers)}")
 
 
 def _prompt_file(value: str, contract: Contract) -> str | None:
@@ -339,7 +332,7 @@ def validate_dataset_config(cfg: Mapping, *, source: str) -> None:
     for key in cfg:
         if key not in schema.top_level:
             hint = ("; dataset keys go in [general] or [[datasets]]" if any(key in lv for lv in levels.values())
-                    else _did_you_mean(key, schema.top_level))
+                    else did_you_mean(key, schema.top_level))
             raise MedsynthError(f"{source}: {key}: unknown top-level key (only [general] and [[datasets]]){hint}")
     general = cfg.get("general", {})
     if not isinstance(general, Mapping):
@@ -386,7 +379,7 @@ def _check_table(table: Mapping, level: str, where: str, levels: dict[str, dict[
             elif homes:
                 problem = f"not allowed in {_LEVEL_LABELS[level]}; it belongs in {' or '.join(homes)}"
             else:
-                problem = "unknown key" + _did_you_mean(key, [*allowed, *(["subsets"] if level == "dataset" else [])])
+                problem = "unknown key" + did_you_mean(key, [*allowed, *(["subsets"] if level == "dataset" else [])])
             raise MedsynthError(f"{source}: {where} {key}: {problem}")
         problem = _dataset_value_problem(key, value, spec.types)
         if problem:

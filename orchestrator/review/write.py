@@ -21,7 +21,7 @@ from orchestrator.common import paths
 from orchestrator.review.grid import Grid, RunReview, SweepReview
 from orchestrator.review.draw import Sheet, contact_sheet, plot_loss, plot_lr, thumbnail
 from orchestrator.runs.outputs import Column
-from orchestrator.runs.folder import write_atomic
+from orchestrator.common.atomic import write_atomic
 
 ASSETS = "review_files"
 HTML, SHEET = "review.html", "contact_sheet.png"

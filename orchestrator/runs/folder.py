@@ -35,6 +35,7 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import find_template
 from orchestrator.train.sample_prompts import SamplePrompt, sample_prompts
 from orchestrator.train.render import render_template
+from orchestrator.common.atomic import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -256,12 +257,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def update_run_json(run_dir: Path, **changes: Any) -> dict[str, Any]:

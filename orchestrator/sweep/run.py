@@ -33,7 +33,8 @@ from orchestrator.common.paths import SD_SCRIPTS_COMMIT
 from orchestrator.train.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked_by_caller, estimate_disk_bytes,
                                     filesystem_type, sd_scripts_commit)
 from orchestrator.runs.outputs import run_scalars
-from orchestrator.runs.folder import DatasetInfo, RunPlan, read_dataset, training_resolution, write_atomic
+from orchestrator.common.atomic import write_atomic
+from orchestrator.runs.folder import DatasetInfo, RunPlan, read_dataset, training_resolution
 from orchestrator.sweep.spec import Sweep, SweepRun, describe_params
 
 CACHE_DIR = ".cache"

@@ -16,7 +16,7 @@ import jinja2
 
 from orchestrator.common import paths
 from orchestrator.common.errors import MedsynthError
-from orchestrator.runs.folder import write_atomic
+from orchestrator.common.atomic import write_atomic
 
 TEMPLATE = "sweep.slurm.j2"
 SCRIPT = "sweep.slurm"
