@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.train import launch  # noqa: E402
-from orchestrator.train.config import load_settings  # noqa: E402
+from orchestrator.train.settings import load_settings  # noqa: E402
 from orchestrator.review.grid import review_run  # noqa: E402
 from orchestrator.review.write import write_run_review  # noqa: E402
 from orchestrator.runs.folder import run_record, write_run_dir  # noqa: E402

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.train import launch
-from orchestrator.train.config import load_settings
+from orchestrator.train.settings import load_settings
 from orchestrator.runs.folder import run_record, write_run_dir
 
 

@@ -15,7 +15,7 @@ import pytest
 import toml
 
 from orchestrator.train import launch
-from orchestrator.train.config import load_settings
+from orchestrator.train.settings import load_settings
 from orchestrator.runs.folder import run_record, update_run_json, write_run_dir
 
 OUTPUT_NAME = "melanoma_lora"

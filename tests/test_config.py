@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.train.config import (AUTO, BatchTier, TrainConfig, choose_batch, load_preset, load_settings, parse_set,
-                                 preset_names, resolve_batch, schedule)
+from orchestrator.train.config import AUTO, TrainConfig, parse_set
+from orchestrator.train.schedule import schedule
+from orchestrator.train.settings import BatchTier, choose_batch, load_preset, load_settings, preset_names, resolve_batch
 from orchestrator.common.errors import MedsynthError
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.common import paths
-from orchestrator.train.config import load_settings, preset_names
+from orchestrator.train.settings import load_settings, preset_names
 from orchestrator.common.paths import DEMO_DIR, REPO_ROOT, TEMPLATES_DIR
 from orchestrator.train.render import render_template
 from train_helpers import write_fake_python, write_fake_sd_scripts

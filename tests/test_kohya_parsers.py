@@ -119,7 +119,7 @@ def _default_preset_plan(root: Path, gib: float):
     from train_helpers import make_dataset
 
     from orchestrator.train import launch
-    from orchestrator.train.config import load_settings
+    from orchestrator.train.settings import load_settings
     from orchestrator.train.preflight import Gpu
 
     settings = load_settings(preset_name="default", cwd=root,

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.train import launch
 from orchestrator.runs import folder as rundir
-from orchestrator.train.config import load_settings
+from orchestrator.train.settings import load_settings
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
 from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts, write_tokenizers

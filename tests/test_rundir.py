@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import toml
 
-from orchestrator.train.config import config_as_dict, load_settings, preset_names, resolve_batch
+from orchestrator.train.config import config_as_dict
+from orchestrator.train.settings import load_settings, preset_names, resolve_batch
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
 from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run, read_dataset,

@@ -264,7 +264,7 @@ def test_no_gpu_is_a_clear_error_before_anything_is_written(work):
 
 def test_runs_that_do_not_fit_on_the_disk_together_are_refused_before_any_is_written(work, monkeypatch):
     from orchestrator.sweep import run as sweep_run
-    from orchestrator.train.config import load_settings
+    from orchestrator.train.settings import load_settings
     from orchestrator.train.preflight import estimate_disk_bytes
 
     one = estimate_disk_bytes(load_settings(preset_name="default", sets=["max_train_epochs=2"], cwd=work["root"]).config)

@@ -61,7 +61,8 @@ def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_
     from orchestrator.train import preflight
     from orchestrator.sweep import run as sweep_run
     from orchestrator.sweep import slurm as sweep_slurm
-    from orchestrator.train.config import load_settings, parse_set
+    from orchestrator.train.config import parse_set
+    from orchestrator.train.settings import load_settings
     from orchestrator.common.project_file import find_project_file, load_project_file
     from orchestrator.sweep.spec import read_sweep
 

@@ -98,7 +98,7 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
            offline, cpu, sd_scripts) -> int:
     from orchestrator.train import launch
     from orchestrator.train import preflight
-    from orchestrator.train.config import load_settings
+    from orchestrator.train.settings import load_settings
     from orchestrator.common.project_file import find_project_file, load_project_file
     from orchestrator.runs.folder import check_run_name, newest_resumable_run
 

@@ -48,7 +48,7 @@ SD_SCRIPTS_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
 USER_TEMPLATES = "templates"  # <project folder>/templates: a user's own templates and presets/
 RUNS = "runs"
 
-_project_dir: Path | None = None  # set by config.load_settings: the folder of the project file in use
+_project_dir: Path | None = None  # set by train.settings.load_settings: the folder of the project file in use
 
 
 def set_project_dir(folder: Path | None) -> None:

@@ -30,7 +30,9 @@ from typing import Any
 
 import toml
 
-from orchestrator.train.config import BatchChoice, Layer, Preset, Schedule, TrainConfig, config_as_dict, schedule
+from orchestrator.train.config import Layer, TrainConfig, config_as_dict
+from orchestrator.train.schedule import Schedule, schedule
+from orchestrator.train.settings import BatchChoice, Preset
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import find_template
 from orchestrator.train.sample_prompts import SamplePrompt, sample_prompts

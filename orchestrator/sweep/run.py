@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from orchestrator.train import launch
-from orchestrator.train.config import Layer, Settings, merge_layers
+from orchestrator.train.config import Layer
+from orchestrator.train.settings import Settings, merge_layers
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import SD_SCRIPTS_COMMIT
 from orchestrator.train.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked_by_caller, estimate_disk_bytes,

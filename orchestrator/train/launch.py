@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.train.config import Settings, TrainConfig, choose_batch, resolve_batch
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.settings import Settings, choose_batch, resolve_batch
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import SD_SCRIPTS_COMMIT, git_checkout
 from orchestrator.train.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_disk, check_gpus, check_model,

@@ -1,0 +1,68 @@
+"""The step arithmetic of a run: steps per epoch, warmup and the effective learning rate (docs/training.md)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orchestrator.train.config import TrainConfig
+
+@dataclass(frozen=True)
+class Schedule:
+    """The step arithmetic of a run, as printed by --dry-run and stored in run.json."""
+
+    images: int
+    repeats: int
+    batch_size: int
+    num_processes: int
+    gradient_accumulation_steps: int
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    learning_rate: float
+    lr_note: str
+
+    def describe(self) -> str:
+        per = f"{self.batch_size}" + (f" × {self.num_processes} processes" if self.num_processes > 1 else "") \
+            + (f" × {self.gradient_accumulation_steps} accumulation" if self.gradient_accumulation_steps > 1 else "")
+        images = self.warmup_steps * self.batch_size * self.gradient_accumulation_steps
+        unit = "steps" if self.num_processes == 1 else \
+            f"scheduler steps (sd-scripts steps the scheduler {self.num_processes}× per optimizer step)"
+        return "\n".join([
+            f"steps: {self.images} images × {self.repeats} repeats ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
+            f" × {self.epochs} epochs = {self.total_steps} steps"
+            " (bucketing can add up to one partial batch per bucket and epoch)",
+            f"warmup: {self.warmup_steps} {unit} ({images} images)"
+            + ("  WARNING: warmup is not shorter than the run"
+               if self.warmup_steps >= self.total_steps * self.num_processes else ""),
+            f"learning rate: {self.learning_rate:.3g} ({self.lr_note})",
+        ])
+
+
+def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int = 1) -> Schedule:
+    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config.
+
+    Rules (docs/training.md): epochs count images seen, so they do not change with the batch; warmup is
+    counted in images (lr_warmup_images) unless lr_warmup_steps is set; the learning rate is given at
+    reference_batch_size and scaled to the effective batch by lr_scaling (sqrt or linear) or not at all.
+    sd-scripts counts lr_warmup_steps in scheduler steps, and steps the scheduler once per process per
+    optimizer step (num_training_steps = max_train_steps × num_processes), so the processes cancel out.
+    """
+    batch = int(cfg.train_batch_size)
+    effective = batch * num_processes * cfg.gradient_accumulation_steps
+    per_epoch = max(1, math.ceil(images * repeats / effective))
+    total = per_epoch * cfg.max_train_epochs
+    if cfg.lr_warmup_steps is not None:
+        warmup = cfg.lr_warmup_steps
+    elif cfg.lr_scheduler == "constant":
+        warmup = 0  # sd-scripts refuses warmup with the constant scheduler
+    else:
+        warmup = math.ceil(cfg.lr_warmup_images / (batch * cfg.gradient_accumulation_steps))
+    ratio = effective / cfg.reference_batch_size
+    factor = {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[cfg.lr_scaling]
+    lr = cfg.learning_rate * factor
+    note = (f"{cfg.learning_rate:.3g} at batch {cfg.reference_batch_size}, {cfg.lr_scaling} scaling to {effective}"
+            if cfg.lr_scaling != "none" else "not scaled with the batch")
+    return Schedule(images, repeats, batch, num_processes, cfg.gradient_accumulation_steps, cfg.max_train_epochs,
+                    per_epoch, total, warmup, lr, note)
