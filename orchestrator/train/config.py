@@ -141,13 +141,15 @@ def _type_name(name: str) -> str:
 def _check_kohya_option(option: str, source: str) -> None:
     """sd-scripts ignores a training option it does not know, so a kohya.<option> that sdxl_train_network.py
     lacks is refused here, where the file or --set that gave it is known."""
-    from orchestrator.kohya import validate  # the contract is read only once a kohya.* key is given
+    # imported here: the contract is read only once a kohya.* key is given
+    from orchestrator.kohya.contract import load_contract
+    from orchestrator.kohya.values import unknown_option_hint
 
-    contract = validate.load_contract()
+    contract = load_contract()
     if option in contract.options or option in FIELDS:
         return  # kohya.<a medsynth setting> is refused by name once the layers are merged
-    hint = validate.unknown_option_hint(option, contract, prefix=KOHYA_PREFIX,
-                                        settings=[name for name in FIELDS if name != "kohya"])
+    hint = unknown_option_hint(option, contract, prefix=KOHYA_PREFIX,
+                               settings=[name for name in FIELDS if name != "kohya"])
     raise MedsynthError(f"{source}: '{KOHYA_PREFIX}{option}' is not an option of sd-scripts' "
                         f"sdxl_train_network.py{hint}")
 
