@@ -229,7 +229,7 @@ def test_cli_warns_about_images_beyond_the_count(fake):
     assert CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "3", *args]).exit_code == 0
     result = CliRunner().invoke(generate_command, [str(fake["run"]), "--count", "2", *args])
     assert result.exit_code == 0, result.output
-    assert "1 images in" in result.output and "beyond --count 2" in result.output and "SYN_0000003.png" in result.output
+    assert "1 images in" in result.output and "beyond the count 2" in result.output and "SYN_0000003.png" in result.output
 
 
 def test_an_image_whose_png_says_another_seed_is_regenerated(fake):
@@ -355,7 +355,7 @@ def test_sd_scripts_own_parsers_read_the_command_and_prompt_file_as_meant(fake, 
 
 
 def test_each_process_sees_one_of_the_visible_gpus(monkeypatch):
-    from orchestrator.cli.generate import _gpus
+    from orchestrator.generate.job import gpu_ids_per_process as _gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert _gpus(2, cpu=False) == ["2", "3"]

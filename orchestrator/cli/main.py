@@ -9,20 +9,17 @@ from pathlib import Path
 
 import click
 
-from orchestrator.common.errors import Interrupted, MedsynthError
+from orchestrator.common.errors import Interrupted
 
 
 class _Group(click.Group):
-    """Turns a MedsynthError into one 'error: ...' line and exit code 1, without a traceback; an OSError that
-    escaped the specific messages into 'error: <path>: <reason>' (exit 1); Interrupted (a stop signal, see
-    errors.stop_signals_raise) into 'error: interrupted (SIGTERM): <what was cleaned up>', exit 128 + signal."""
+    """What is not a MedsynthError (click prints those itself, see errors.py): an OSError that escaped the specific
+    messages becomes 'error: <path>: <reason>' (exit 1); Interrupted (a stop signal, see
+    errors.stop_signals_raise) 'error: interrupted (SIGTERM): <what was cleaned up>', exit 128 + signal."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except MedsynthError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
         except Interrupted as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
@@ -155,9 +152,12 @@ from orchestrator.cli.evaluate import evaluate  # noqa: E402
 
 main.add_command(evaluate)
 
-from orchestrator.cli.generate import generate, reader_study  # noqa: E402
+from orchestrator.cli.generate import generate  # noqa: E402
 
 main.add_command(generate)
+
+from orchestrator.cli.reader_study import reader_study  # noqa: E402
+
 main.add_command(reader_study)
 
 if __name__ == "__main__":

@@ -7,13 +7,23 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import click
 
-class MedsynthError(Exception):
-    """A user-facing error. The message names the file, row or key at fault."""
+
+class MedsynthError(click.ClickException):
+    """A user-facing error. The message names the file, row or key at fault.
+
+    A ClickException, so every command, however it is invoked, prints it as one 'error: ...' line and exits 1
+    without a traceback: the handling exists once, in click."""
+
+    exit_code = 1
 
     def __init__(self, message: str):
         # one line, always: a multi-line message would break the CLI's "error: ..." contract
         super().__init__(" ".join(str(message).split()))
+
+    def show(self, file=None) -> None:  # noqa: ANN001  (click's signature)
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 class Interrupted(BaseException):
