@@ -327,3 +327,29 @@ def test_keeping_zero_epochs_is_refused_because_sd_scripts_would_delete_each_new
     with pytest.raises(MedsynthError, match=f"'{key}' must be >= 1"):
         settings(tmp_path, f"{key}=0")
     assert getattr(settings(tmp_path, f"{key}=1").config, key) == 1
+
+
+def _template_attributes(name: str, variable: str) -> set[str]:
+    """The attributes of `variable` that a template reads (`t.network_dim` -> network_dim), from Jinja's own parse."""
+    import jinja2
+    from jinja2 import nodes
+
+    from orchestrator.common.paths import TEMPLATES_DIR
+
+    tree = jinja2.Environment().parse((TEMPLATES_DIR / name).read_text(encoding="utf-8"))
+    return {n.attr for n in tree.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == variable}
+
+
+def test_every_train_setting_is_rendered_by_a_template_or_declared_medsynths_own():
+    from orchestrator.train.config import DATASET_TOML_FIELDS, FIELDS, MEDSYNTH_ONLY, SAMPLE_PROMPT_FIELDS
+
+    in_train = _template_attributes("train.toml.j2", "t") & set(FIELDS)
+    in_dataset = _template_attributes("dataset.toml.j2", "d")
+    in_prompts = _template_attributes("sample_prompts.txt.j2", "s")
+    homes = {name: [home for home, names in (("train.toml.j2", in_train), ("medsynth only", MEDSYNTH_ONLY),
+                                             ("dataset.toml.j2", DATASET_TOML_FIELDS),
+                                             ("sample_prompts.txt.j2", SAMPLE_PROMPT_FIELDS)) if name in names]
+             for name in FIELDS}
+    assert {name: found for name, found in homes.items() if len(found) != 1} == {}  # one home each, no orphan
+    assert DATASET_TOML_FIELDS <= in_dataset                       # and the templates really read them
+    assert set(SAMPLE_PROMPT_FIELDS.values()) <= in_prompts

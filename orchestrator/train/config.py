@@ -1,10 +1,9 @@
 """The typed run configuration of `medsynth train`: field defaults < preset < medsynth.toml [train] < --set.
 
 Keys are sd-scripts' own option names where a value goes straight into the training TOML, so a user who knows
-sd-scripts knows the key. A few keys are medsynth's own (they shape what gets rendered): `lr_scaling`,
-`reference_batch_size`, `lr_warmup_images`, the `sample_*` prompt settings, `dataset`, `runs_dir`,
-`dynamo_mode`/`dynamo_dynamic` (they go to `accelerate launch`, which hands them to torch.compile), and
-`expandable_segments` (PyTorch's allocator setting, which only the environment carries).
+sd-scripts knows the key. Every field is rendered by templates/train.toml.j2 under its own name, except those
+in MEDSYNTH_ONLY (they shape what gets rendered or how it is launched), DATASET_TOML_FIELDS and
+SAMPLE_PROMPT_FIELDS; tests/test_config.py holds the templates to that.
 Any other sd-scripts option can be passed through as `kohya.<option>` (a `[train.kohya]` table in
 medsynth.toml, `--set kohya.noise_offset=0.05` on the command line); those are checked against the
 pinned sd-scripts contract when the rendered file is validated, not here.
@@ -122,6 +121,19 @@ class TrainConfig:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# medsynth's own settings, never a key of train.toml: the learning-rate and warmup rules, the prompts' source,
+# where things are, what `accelerate launch` (dynamo_*) or the environment (expandable_segments) carries, and the
+# kohya.* pass-through options (train.toml's [extra] table)
+MEDSYNTH_ONLY = frozenset({
+    "lr_scaling", "reference_batch_size", "lr_warmup_images", "num_sample_prompts", "sample_prompts_file",
+    "sample_seed", "dataset", "runs_dir", "dynamo_mode", "dynamo_dynamic", "expandable_segments", "kohya"})
+# rendered into dataset.toml (templates/dataset.toml.j2, under the same names), not train.toml
+DATASET_TOML_FIELDS = frozenset({
+    "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "flip_aug",
+    "shuffle_caption"})
+# rendered into every line of sample_prompts.txt (templates/sample_prompts.txt.j2), as the prompt option they set
+SAMPLE_PROMPT_FIELDS = {"sample_width": "width", "sample_height": "height", "sample_cfg_scale": "cfg_scale",
+                        "sample_steps": "steps", "negative_prompt": "negative_prompt"}
 
 
 @dataclass(frozen=True)
