@@ -54,9 +54,11 @@ def test_a_field_the_caller_needs_is_named_when_missing_or_of_another_type(tmp_p
     with pytest.raises(MedsynthError, match=r"no 'output_name'"):
         record.output_name
     assert record.field("config.seed", int, 7) == 7  # absent: the caller's default
-    write_record(tmp_path, {"gpu": {"cpu": 1}})
+    write_record(tmp_path, {"gpu": {"cpu": 1}, "launch": "rank 0"})
     with pytest.raises(MedsynthError, match=r"'gpu.cpu' is 1, expected a boolean"):
         read_record(tmp_path).cpu
+    with pytest.raises(MedsynthError, match=r"'launch' is 'rank 0', expected a table"):
+        read_record(tmp_path).machine_rank
 
 
 def test_the_sweep_index_is_versioned_and_listed(tmp_path):

@@ -237,8 +237,8 @@ def set_summary(images: ImageSet, records: Sequence[ImageRecord]) -> dict[str, A
 # ---- a training run's samples, per epoch ----
 
 def run_samples(run_dir: Path) -> list[tuple[Column, list[Path]]]:
-    """The run's sample images (<run>/sample/, named as in run_outputs) grouped by sampling point (epoch
-    end or step), in training order; the newest file per prompt and point."""
+    """The run's sample images (<run>/sample/, named as in orchestrator.runs.outputs) grouped by sampling point
+    (epoch end or step), in training order; the newest file per prompt and point."""
     output_name = read_record(run_dir).field("output_name", str, None)
     groups: dict[Column, list[Path]] = {}
     for (column, _), sample in sorted(find_samples(run_dir / "sample", output_name).items()):

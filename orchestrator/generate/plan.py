@@ -1,7 +1,7 @@
 """`medsynth generate`: from a run folder to a plan (the LoRA, the settings, the items to draw), its dry-run
-text and summary, and the checks before a launch. The parts: generate_prompts (what to draw),
-generate_command (sdxl_gen_img.py's command and prompt lines), generate_run (running it),
-synthetic_outputs (the synthetic/ folder):
+text and summary, and the checks before a launch. The run folder is read by orchestrator.runs.facts; the other
+parts: generate/prompts.py (what to draw), generate/command.py (sdxl_gen_img.py's command and prompt lines),
+generate/run.py (running it), generate/outputs.py (the synthetic/ folder):
 
   synthetic/images/SYN_<n:07d>.png   the images (n = the item number of orchestrator.generate.prompts)
   synthetic/metadata.csv             ISIC 2020 columns + synthetic, prompt, seed, lora_file, lora_sha256

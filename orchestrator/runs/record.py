@@ -69,13 +69,18 @@ class RunRecord(Mapping[str, Any]):
         """The value at a dotted key ("launch.machine_rank"); `default` when absent (absent without a default, or
         present with another type: an error naming the key)."""
         value: Any = self._data
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value or value[part] is None:
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if i:
+                self._check(".".join(parts[:i]), value, (dict,))
+            if value.get(part) is None:
                 if default is _REQUIRED:
                     raise MedsynthError(f"{self.path}: no '{key}': not a run medsynth wrote")
                 return default
             value = value[part]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
+        return self._check(key, value, kind if isinstance(kind, tuple) else (kind,))
+
+    def _check(self, key: str, value: Any, kinds: tuple[type, ...]) -> Any:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise MedsynthError(f"{self.path}: '{key}' is {value!r}, expected {expected}: not a run medsynth wrote")

@@ -81,6 +81,11 @@ class Machines:
         """sd-scripts saves LoRA files, states and samples on the global main process only: rank 0."""
         return self.machine_rank == 0
 
+    @property
+    def folder_suffix(self) -> str:
+        """A rank > 0 machine's run folder is <name>-node<rank>: machines sharing a file system must not collide."""
+        return f"-node{self.machine_rank}" if self.machine_rank else ""
+
     def argv(self) -> list[str]:
         argv = ["--num_machines", str(self.num_machines)]
         if self.num_machines > 1:

@@ -32,45 +32,6 @@ from orchestrator.train.preflight import (Gpu, Preflight, Probe, check_disk, che
 
 # ----------------------------------------------------------------------------------------------- the flow
 
-def dry_run_warnings(settings: Settings, *, sd_scripts: Path, offline: bool) -> list[str]:
-    """The launch-time checks that need no GPU, reported instead of raised."""
-    checks = [lambda: check_sd_scripts(sd_scripts, Preflight()),
-              lambda: check_model(settings.config.pretrained_model_name_or_path, offline=offline)]
-    if offline:
-        checks.append(lambda: check_tokenizers(settings.config.tokenizer_cache_dir))
-    return failed_checks_as_warnings(checks)
-
-
-def dry_run_text(plan: RunPlan, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],
-                 warnings: Sequence[str] = ()) -> str:
-    parts = [f"run: {plan.run_dir} (preset {plan.preset.name}; nothing written: dry run)",
-             *warnings,
-             f"batch size: {plan.batch.explanation}",
-             plan.schedule.describe(),
-             "", "command.sh:", command_script(argv, cwd, env_changes).rstrip()]
-    for name in RENDERED:
-        parts += ["", f"--- {name}", plan.files[name].rstrip()]
-    return "\n".join(parts) + "\n"
-
-
-def dry_run(settings: Settings, *, sd_scripts: Path, num_processes: int = 1, gpu_ids: Sequence[int] = (),
-            run_name: str | None = None, offline: bool = False, cpu: bool = False,
-            machines: Machines = Machines()) -> str:
-    """What `launch` would do with these arguments, as text: the plan, the command and the files (nothing written,
-    nothing started). The batch tier comes from the GPUs training would use, as at launch, probed the fast way."""
-    gpus = None if cpu else probe_gpus_fast()
-    if gpus:
-        gpus = [gpus[i] for i in gpu_ids if i < len(gpus)] if gpu_ids else gpus[:num_processes]
-    plan = prepare(settings, gpus=gpus, run_name=run_name, num_processes=num_processes * machines.num_machines,
-                   name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
-    env, changes = child_env(sd_scripts, offline=offline, cpu=cpu)
-    launcher = Launcher(sd_scripts, python_executable(), env, changes, None, gpus, {}, [], num_processes,
-                        tuple(gpu_ids), machines, offline, cpu)
-    argv, changes = run_command(launcher, plan)
-    warnings = dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline) + batch_warnings(plan, gpus)
-    return dry_run_text(plan, argv, sd_scripts, changes, warnings)
-
-
 def project_commit() -> dict[str, Any]:
     """medsynth's own commit when it runs from a git checkout; installed (a wheel), None."""
     checkout = git_checkout()  # never git in site-packages: it could sit inside an unrelated repository
@@ -186,7 +147,7 @@ def launch(settings: Settings, *, run_name: str | None, sd_scripts: Path, num_pr
     launcher = start(settings.preset.min_gpu_gib, sd_scripts=sd_scripts, num_processes=num_processes,
                      gpu_ids=gpu_ids, offline=offline, cpu=cpu, machines=machines)
     plan = prepare(settings, gpus=launcher.gpus, run_name=run_name, num_processes=launcher.total_processes,
-                   name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
+                   name_suffix=machines.folder_suffix)
     check_config(launcher, plan.config)  # the tier may have changed the optimizer
     argv, notes = create(launcher, plan)
     say(out, f"medsynth: run {plan.run_dir}; batch size {plan.batch.explanation}\n"
@@ -256,3 +217,44 @@ def say(out: IO[bytes] | None, text: str) -> None:
     stream = out if out is not None else sys.stdout.buffer
     stream.write(text.encode())
     stream.flush()
+
+
+# ----------------------------------------------------------------------------------------------- dry run
+
+def dry_run(settings: Settings, *, sd_scripts: Path, num_processes: int = 1, gpu_ids: Sequence[int] = (),
+            run_name: str | None = None, offline: bool = False, cpu: bool = False,
+            machines: Machines = Machines()) -> str:
+    """What `launch` would do with these arguments, as text: the plan, the command and the files (nothing written,
+    nothing started). The batch tier comes from the GPUs training would use, as at launch, probed the fast way."""
+    gpus = None if cpu else probe_gpus_fast()
+    if gpus:
+        gpus = [gpus[i] for i in gpu_ids if i < len(gpus)] if gpu_ids else gpus[:num_processes]
+    plan = prepare(settings, gpus=gpus, run_name=run_name, num_processes=num_processes * machines.num_machines,
+                   name_suffix=machines.folder_suffix)
+    env, changes = child_env(sd_scripts, offline=offline, cpu=cpu)
+    launcher = Launcher(sd_scripts, python_executable(), env, changes, None, gpus, {}, [], num_processes,
+                        tuple(gpu_ids), machines, offline, cpu)
+    argv, changes = run_command(launcher, plan)
+    warnings = _dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline) + batch_warnings(plan, gpus)
+    return _dry_run_text(plan, argv, sd_scripts, changes, warnings)
+
+
+def _dry_run_warnings(settings: Settings, *, sd_scripts: Path, offline: bool) -> list[str]:
+    """The launch-time checks that need no GPU, reported instead of raised."""
+    checks = [lambda: check_sd_scripts(sd_scripts, Preflight()),
+              lambda: check_model(settings.config.pretrained_model_name_or_path, offline=offline)]
+    if offline:
+        checks.append(lambda: check_tokenizers(settings.config.tokenizer_cache_dir))
+    return failed_checks_as_warnings(checks)
+
+
+def _dry_run_text(plan: RunPlan, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],
+                 warnings: Sequence[str] = ()) -> str:
+    parts = [f"run: {plan.run_dir} (preset {plan.preset.name}; nothing written: dry run)",
+             *warnings,
+             f"batch size: {plan.batch.explanation}",
+             plan.schedule.describe(),
+             "", "command.sh:", command_script(argv, cwd, env_changes).rstrip()]
+    for name in RENDERED:
+        parts += ["", f"--- {name}", plan.files[name].rstrip()]
+    return "\n".join(parts) + "\n"

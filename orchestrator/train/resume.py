@@ -13,7 +13,7 @@ from orchestrator.common.process import run_streaming
 from orchestrator.runs.folder import command_script, newest_state, running_mark, still_training
 from orchestrator.runs.record import RunRecord, is_run_dir, read_record, update_record
 from orchestrator.train.command import Machines, child_env, python_executable
-from orchestrator.train.launch import say, finish, validate_run_files
+from orchestrator.train.launch import finish, say, validate_run_files
 from orchestrator.train.preflight import (Preflight, check_gpus, check_sd_scripts, failed_checks_as_warnings,
                                           probe_python)
 
