@@ -17,7 +17,7 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.runs.facts import Prompt, RunFacts
 from orchestrator.runs.folder import lora_files
 from orchestrator.runs.outputs import Column
-from orchestrator.runs.record import RUN_JSON, is_run_dir
+from orchestrator.runs.record import is_run_dir, run_dirs_in
 from orchestrator.runs.sweep_record import SweepListing, is_sweep_record_dir, read_sweep_record
 from orchestrator.runs.tfevents import Point
 from orchestrator.train.sample_prompts import age_band
@@ -156,7 +156,7 @@ def run_settings(facts: RunFacts, scalars: Mapping[str, list[Point]]) -> tuple[t
 
 def is_sweep_dir(path: Path) -> bool:
     return is_sweep_record_dir(path) or (
-        not is_run_dir(path) and any(p.is_file() for p in path.glob(f"*/{RUN_JSON}")))
+        not is_run_dir(path) and bool(run_dirs_in(path)))
 
 
 def sweep_listing(root: Path) -> tuple[str, list[SweepListing]]:
@@ -164,8 +164,7 @@ def sweep_listing(root: Path) -> tuple[str, list[SweepListing]]:
     if is_sweep_record_dir(root):
         record = read_sweep_record(root)
         return record.name, list(record.runs)
-    dirs = sorted(p.parent for p in root.glob(f"*/{RUN_JSON}"))
-    return root.name, [SweepListing(d.name, d, {}, None) for d in dirs]
+    return root.name, [SweepListing(d.name, d, {}, None) for d in run_dirs_in(root)]
 
 
 def differing_settings(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

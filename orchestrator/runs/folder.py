@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.runs.record import RUN_JSON, read_record, write_record
+from orchestrator.runs.record import read_record, record_mtime_ns, run_dirs_in, write_record
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -202,5 +202,5 @@ def newest_resumable_run(runs_dir: Path) -> Path | None:
     """The most recently updated resumable run."""
     if not runs_dir.is_dir():
         return None
-    runs = [p.parent for p in runs_dir.glob(f"*/{RUN_JSON}") if _resumable(p.parent)]
-    return max(runs, key=lambda p: (p / RUN_JSON).stat().st_mtime_ns) if runs else None
+    runs = [p for p in run_dirs_in(runs_dir) if _resumable(p)]
+    return max(runs, key=record_mtime_ns) if runs else None

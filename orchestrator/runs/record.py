@@ -28,6 +28,11 @@ def is_run_dir(path: Path) -> bool:
     return (path / RUN_JSON).is_file()
 
 
+def run_dirs_in(folder: Path) -> list[Path]:
+    """The run folders directly inside `folder` (runs/, or a sweep's folder), sorted by name."""
+    return sorted(p.parent for p in folder.glob(f"*/{RUN_JSON}") if p.is_file())
+
+
 def load_versioned(path: Path, *, what: str) -> dict[str, Any]:
     """A medsynth JSON file of SCHEMA_VERSION as a dict; `what` names the kind of file in the messages."""
     try:
@@ -121,6 +126,11 @@ def read_record(run_dir: Path, *, hint: str = "") -> RunRecord:
     if not path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run folder (no {RUN_JSON}){': ' + hint if hint else ''}")
     return RunRecord(path, load_versioned(path, what="run record"))
+
+
+def record_mtime_ns(run_dir: Path) -> int:
+    """When the run's record last changed (every status change rewrites it)."""
+    return (run_dir / RUN_JSON).stat().st_mtime_ns
 
 
 def write_record(run_dir: Path, data: Mapping[str, Any]) -> None:
