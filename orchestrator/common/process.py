@@ -116,8 +116,8 @@ def _pump(child: subprocess.Popen, tee: _Tee, prefix: bytes) -> None:
         pending = lines.pop()
         if lines:
             tee.write(b"".join(prefix + line + b"\n" for line in lines))
-    if pending:
-        tee.write(prefix + pending)
+    if pending:  # a last line without its newline gets one: the next child's line must not run on from it
+        tee.write(prefix + pending + b"\n")
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
