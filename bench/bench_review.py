@@ -25,11 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.train import launch  # noqa: E402
 from orchestrator.train.settings import load_settings  # noqa: E402
+from orchestrator.train.plan import prepare, run_record  # noqa: E402
 from orchestrator.review.grid import review_run  # noqa: E402
 from orchestrator.review.write import write_run_review  # noqa: E402
-from orchestrator.runs.folder import run_record, write_run_dir  # noqa: E402
+from orchestrator.runs.folder import write_run_dir  # noqa: E402
 from orchestrator.runs.outputs import event_files  # noqa: E402
 from orchestrator.runs.tfevents import read_scalars  # noqa: E402
 
@@ -45,9 +45,9 @@ def make_run(tmp: Path, prompts: int, epochs: int) -> Path:
                              options={"dataset": str(ds), "pretrained_model_name_or_path": str(model)},
                              sets=[f"runs_dir={json.dumps(str(tmp / 'runs'))}", f"max_train_epochs={epochs}",
                                    f"num_sample_prompts={prompts}", "train_batch_size=1"])
-    plan = launch.prepare(settings, gpus=None, run_name="bench")
+    plan = prepare(settings, gpus=None, run_name="bench")
     record = run_record(plan, argv=["python"], cwd=tmp, env_changes={}, commits={}, packages={}, gpu={})
-    return write_run_dir(plan, command_sh="#!/bin/sh\n", record=record)
+    return write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record=record)
 
 
 def write_samples(run: Path, prompts: int, epochs: int) -> int:

@@ -11,9 +11,9 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.train import launch
 from orchestrator.train.settings import load_settings
-from orchestrator.runs.folder import run_record, write_run_dir
+from orchestrator.runs.folder import write_run_dir
+from orchestrator.train.plan import prepare, run_record
 
 
 def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] = (), name: str = "r1") -> Path:
@@ -23,9 +23,9 @@ def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] 
     settings = load_settings(preset_name="default", cwd=root,
                              options={"dataset": str(dataset), "pretrained_model_name_or_path": str(model)},
                              sets=[f"runs_dir={json.dumps(str(root / 'runs'))}", f"max_train_epochs={epochs}", *sets])
-    plan = launch.prepare(settings, gpus=None, run_name=name)
+    plan = prepare(settings, gpus=None, run_name=name)
     record = run_record(plan, argv=["python"], cwd=root, env_changes={}, commits={}, packages={}, gpu={})
-    run_dir = write_run_dir(plan, command_sh="#!/bin/sh\n", record=record)
+    run_dir = write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record=record)
     for epoch in range(1, epochs + 1):
         stem = plan.output_name if epoch == epochs else f"{plan.output_name}-{epoch:06d}"
         (run_dir / f"{stem}.safetensors").write_bytes(lora_bytes(epoch))

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import toml
 
-from orchestrator.train import launch
 from orchestrator.train.settings import load_settings
-from orchestrator.runs.folder import run_record, update_run_json, write_run_dir
+from orchestrator.runs.folder import write_run_dir
+from orchestrator.runs.record import update_record
+from orchestrator.train.plan import prepare, run_record
 
 OUTPUT_NAME = "melanoma_lora"
 
@@ -30,10 +31,10 @@ def make_run(root: Path, dataset: Path, *, name: str = "r1", epochs: int = 3, se
                              options={"dataset": str(dataset), "pretrained_model_name_or_path": str(model)},
                              sets=[f"runs_dir={json.dumps(str(root / 'runs'))}", f"max_train_epochs={epochs}",
                                    "train_batch_size=1", *sets])
-    plan = launch.prepare(settings, gpus=None, run_name=name)
+    plan = prepare(settings, gpus=None, run_name=name)
     record = run_record(plan, argv=["python"], cwd=root, env_changes={}, commits={}, packages={}, gpu={})
-    run_dir = write_run_dir(plan, command_sh="#!/bin/sh\n", record=record)
-    update_run_json(run_dir, status=status)
+    run_dir = write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record=record)
+    update_record(run_dir, status=status)
     return run_dir
 
 

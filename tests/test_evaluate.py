@@ -277,7 +277,7 @@ def test_a_run_without_samples_is_a_one_line_error(demo_sets, tmp_path):
 def test_a_folder_that_is_no_run_is_refused(demo_sets, tmp_path):
     melanoma, nevus = demo_sets
     result = CliRunner().invoke(main, ["evaluate", str(melanoma), str(nevus), "--run", str(tmp_path), "--quiet"])
-    assert result.exit_code == 1 and "not a medsynth run directory" in result.output
+    assert result.exit_code == 1 and "not a medsynth run folder (no run.json)" in result.output
 
 
 def test_fid_and_kid_appear_when_weights_are_given(demo_sets, tmp_path):

@@ -26,6 +26,7 @@ from orchestrator.generate import outputs
 from orchestrator.cli.generate import generate as generate_command
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.ingest import read_metadata
+from orchestrator.runs.facts import read_run
 from train_helpers import make_dataset
 
 HERE = Path(__file__).parent
@@ -61,7 +62,7 @@ def _metadata(plan) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------------------------- the run
 
 def test_the_final_lora_has_no_epoch_suffix_and_earlier_epochs_do(fake):
-    run = gen.read_run(fake["run"])
+    run = read_run(fake["run"])
     assert gen.lora_for_epoch(run, None) == (fake["run"] / "melanoma_lora.safetensors", 3)
     assert gen.lora_for_epoch(run, 3) == (fake["run"] / "melanoma_lora.safetensors", 3)
     assert gen.lora_for_epoch(run, 2) == (fake["run"] / "melanoma_lora-000002.safetensors", 2)
@@ -70,12 +71,12 @@ def test_the_final_lora_has_no_epoch_suffix_and_earlier_epochs_do(fake):
 def test_a_missing_epoch_lists_the_epochs_present(fake):
     (fake["run"] / "melanoma_lora-000001.safetensors").unlink()
     with pytest.raises(MedsynthError, match=r"no epoch 1 file .*epochs present: 2, 3"):
-        gen.lora_for_epoch(gen.read_run(fake["run"]), 1)
+        gen.lora_for_epoch(read_run(fake["run"]), 1)
 
 
 def test_an_unfinished_run_uses_its_newest_epoch(fake):
     (fake["run"] / "melanoma_lora.safetensors").unlink()
-    assert gen.lora_for_epoch(gen.read_run(fake["run"]), None)[1] == 2
+    assert gen.lora_for_epoch(read_run(fake["run"]), None)[1] == 2
 
 
 def test_a_run_without_any_lora_file_says_so_in_plain_words(fake):
@@ -83,7 +84,7 @@ def test_a_run_without_any_lora_file_says_so_in_plain_words(fake):
         lora.unlink()
     with pytest.raises(MedsynthError, match=r": no LoRA file \(melanoma_lora\[-NNNNNN\]\.safetensors\); epochs "
                                             r"present: none"):
-        gen.lora_for_epoch(gen.read_run(fake["run"]), None)
+        gen.lora_for_epoch(read_run(fake["run"]), None)
 
 
 @pytest.mark.parametrize("content, why", [
@@ -103,7 +104,7 @@ def test_a_lora_file_that_cannot_be_loaded_is_refused_in_a_dry_run_too(fake, tmp
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(MedsynthError, match="not a medsynth run"):
-        gen.read_run(tmp_path)
+        read_run(tmp_path, need_train=True)
 
 
 def test_settings_come_from_the_runs_sample_settings_and_model(fake):

@@ -118,15 +118,15 @@ def _text(path: Path, text: str) -> Path:
 def _default_preset_plan(root: Path, gib: float):
     from train_helpers import make_dataset
 
-    from orchestrator.train import launch
     from orchestrator.train.settings import load_settings
+    from orchestrator.train.plan import prepare
     from orchestrator.train.preflight import Gpu
 
     settings = load_settings(preset_name="default", cwd=root,
                              options={"dataset": str(make_dataset(root / "ds")),
                                       "pretrained_model_name_or_path": str(root / "sdxl.safetensors")},
                              sets=[f"runs_dir={str(root / 'runs')!r}"])
-    return launch.prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
+    return prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
 
 
 def test_sd_scripts_reads_valid_training_toml_with_right_values_and_types(probe):

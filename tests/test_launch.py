@@ -15,8 +15,10 @@ import sys
 
 import pytest
 
-from orchestrator.train import launch
+from orchestrator.common import process
 from orchestrator.runs import folder as rundir
+from orchestrator.runs.record import update_record
+from orchestrator.train import command, launch, resume
 from orchestrator.train.settings import load_settings
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_COMMIT
@@ -197,8 +199,8 @@ def test_resume_continues_from_the_newest_state(fake):
     (run_dir / "melanoma_lora.safetensors").unlink()
     (run_dir / "melanoma_lora-state").rename(run_dir / "old-state")
     (run_dir / "old-state" / "train_state.json").write_text(json.dumps({"current_epoch": 2, "current_step": 20}))
-    launch.update_run_json(run_dir, status="interrupted")  # as if stopped before the last epoch
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    update_record(run_dir, status="interrupted")  # as if stopped before the last epoch
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0
     record = json.loads((run_dir / "run.json").read_text())
     (resumed,) = record["resumes"]
@@ -212,13 +214,13 @@ def test_resume_without_state_is_refused(fake, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "run.json").write_text("{}")
     with pytest.raises(MedsynthError, match="no \\*-state folder"):
-        launch.resume(tmp_path / "empty", sd_scripts=fake["sd"])
+        resume.resume(tmp_path / "empty", sd_scripts=fake["sd"])
 
 
 def test_ctrl_c_is_forwarded_and_waited_for(fake, tmp_path):
     argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
     (tmp_path / "t.toml").write_text("[a]\nx = 1\n")
-    code = ("import sys; from pathlib import Path; from orchestrator.train.launch import run_streaming; "
+    code = ("import sys; from pathlib import Path; from orchestrator.common.process import run_streaming; "
             f"sys.exit(run_streaming({argv!r}, cwd=Path('.'), env=dict(__import__('os').environ), "
             f"log_path=Path({str(tmp_path / 'train.log')!r})))")
     env = {**os.environ, "FAKE_MODE": "sigint", "PYTHONPATH": str(REPO_ROOT)}
@@ -237,13 +239,13 @@ def test_ctrl_c_is_forwarded_and_waited_for(fake, tmp_path):
 
 
 def test_child_environment_keeps_the_parents_and_puts_sd_scripts_first(tmp_path):
-    env, changes = launch.child_env(tmp_path, offline=True, cpu=False, base={"PYTHONPATH": "/carried", "X": "1"})
+    env, changes = command.child_env(tmp_path, offline=True, cpu=False, base={"PYTHONPATH": "/carried", "X": "1"})
     assert env["PYTHONPATH"] == f"{tmp_path}{os.pathsep}/carried" and env["X"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1" and changes["HF_HUB_OFFLINE"] == "1" and "X" not in changes
 
 
 def test_multi_gpu_command(tmp_path):
-    argv = launch.accelerate_command("py", tmp_path / "sd", tmp_path / "run", num_processes=2, gpu_ids=(0, 3),
+    argv = command.accelerate_command("py", tmp_path / "sd", tmp_path / "run", num_processes=2, gpu_ids=(0, 3),
                                      mixed_precision="bf16")
     assert argv[:3] == ["py", "-m", "accelerate.commands.launch"]
     assert "--multi_gpu" in argv and argv[argv.index("--gpu_ids") + 1] == "0,3"
@@ -252,7 +254,7 @@ def test_multi_gpu_command(tmp_path):
 
 
 def test_single_gpu_command_has_no_multi_gpu_flag(tmp_path):
-    assert "--multi_gpu" not in launch.accelerate_command("py", tmp_path, tmp_path)
+    assert "--multi_gpu" not in command.accelerate_command("py", tmp_path, tmp_path)
 
 
 def test_offline_launch_sets_hub_offline_for_the_child(fake, tmp_path):
@@ -278,7 +280,7 @@ def test_a_closed_terminal_does_not_stop_the_log(fake, tmp_path, monkeypatch):
     argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
     (tmp_path / "t.toml").write_text("[a]\noutput_dir = 'x'\n")
     monkeypatch.setenv("FAKE_MODE", "fail")
-    code = launch.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
+    code = process.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
                                 out=ClosedTerminal())
     assert code == 3 and "fake: to stderr" in (tmp_path / "train.log").read_text()
 
@@ -295,7 +297,7 @@ def interrupted_run(fake, monkeypatch, *sets, name="r1", **kw):
 def test_resume_of_a_compiled_run_loads_the_lora_weights_its_state_lacks(fake, monkeypatch):
     # sd-scripts + accelerate leave the LoRA out of a compiled run's state: the epoch's LoRA file brings it back
     run_dir = interrupted_run(fake, monkeypatch, "torch_compile=true")
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert resumed["command"][-4:] == ["--resume", str(run_dir / "melanoma_lora-000001-state"),
@@ -306,12 +308,12 @@ def test_resume_of_a_compiled_run_without_its_lora_file_is_refused(fake, monkeyp
     run_dir = interrupted_run(fake, monkeypatch, "torch_compile=true")
     (run_dir / "melanoma_lora-000001.safetensors").unlink()
     with pytest.raises(MedsynthError, match="holds no LoRA weights and melanoma_lora-000001.safetensors"):
-        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+        resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
 
 
 def test_resume_of_an_eager_run_takes_the_weights_from_its_state(fake, monkeypatch):
     run_dir = interrupted_run(fake, monkeypatch)
-    launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert "--network_weights" not in resumed["command"]
 
@@ -321,7 +323,7 @@ def test_resume_of_a_finished_run_is_refused(fake):
     code, run_dir, _ = run(fake)
     assert code == 0
     with pytest.raises(MedsynthError, match="finished"):
-        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+        resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert "resumes" not in json.loads((run_dir / "run.json").read_text())
 
 
@@ -330,7 +332,7 @@ def test_resume_keeps_the_runs_cpu_and_offline_settings(fake, monkeypatch, tmp_p
     write_tokenizers(tmp_path / "tok")
     run_dir = interrupted_run(fake, monkeypatch, f"tokenizer_cache_dir={json.dumps(str(tmp_path / 'tok'))}",
                               cpu=True, offline=True)
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())  # no GPU here, as when it started
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())  # no GPU here, as when it started
     assert code == 0
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert resumed["env"]["CUDA_VISIBLE_DEVICES"] == "" and resumed["env"]["HF_HUB_OFFLINE"] == "1"
@@ -339,7 +341,7 @@ def test_resume_keeps_the_runs_cpu_and_offline_settings(fake, monkeypatch, tmp_p
 def test_resume_keeps_the_runs_allocator_setting(fake, monkeypatch):
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     run_dir = interrupted_run(fake, monkeypatch)
-    launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     (resumed,) = json.loads((run_dir / "run.json").read_text())["resumes"]
     assert resumed["env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert (run_dir / "train.log").read_text().count("fake: alloc expandable_segments:True") == 2
@@ -347,14 +349,14 @@ def test_resume_keeps_the_runs_allocator_setting(fake, monkeypatch):
 
 def marked_running(run_dir, **mark):
     """run.json as a medsynth process that is training the run (or was killed while it did) leaves it."""
-    launch.update_run_json(run_dir, status="running", running_mark={**rundir.running_mark(), **mark})
+    update_record(run_dir, status="running", running_mark={**rundir.running_mark(), **mark})
 
 
 def test_a_run_still_training_here_is_not_resumed(fake, monkeypatch):
     run_dir = interrupted_run(fake, monkeypatch)
     marked_running(run_dir)  # this test's own process: alive
     with pytest.raises(MedsynthError, match=f"still training \\(medsynth pid {os.getpid()} on this host\\)"):
-        launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+        resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert "resumes" not in json.loads((run_dir / "run.json").read_text())
     assert rundir.newest_resumable_run(fake["runs"]) is None
 
@@ -364,7 +366,7 @@ def test_a_run_whose_medsynth_was_killed_resumes(fake, monkeypatch):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     marked_running(run_dir, pid=int(gone.stdout))
     assert rundir.newest_resumable_run(fake["runs"]) == run_dir
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0 and json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
@@ -373,7 +375,7 @@ def test_a_reused_pid_does_not_count_as_the_run_training(fake, monkeypatch):
         pytest.skip("no /proc/<pid>/stat on this system: a reused pid cannot be told apart")
     run_dir = interrupted_run(fake, monkeypatch)
     marked_running(run_dir, pid_started="1")  # our pid, but a process that started at boot
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0
 
 
@@ -381,7 +383,7 @@ def test_a_run_marked_on_another_host_resumes_with_a_warning(fake, monkeypatch):
     run_dir = interrupted_run(fake, monkeypatch)
     marked_running(run_dir, host="node-elsewhere")
     out = io.BytesIO()
-    code, _ = launch.resume(run_dir, sd_scripts=fake["sd"], out=out)
+    code, _ = resume.resume(run_dir, sd_scripts=fake["sd"], out=out)
     assert code == 0
     assert "marked as training on node-elsewhere" in out.getvalue().decode().splitlines()[0]
 
@@ -393,12 +395,12 @@ def test_launch_marks_the_run_with_its_process(fake):
 
 
 def test_resume_on_a_rank_above_0_continues_from_rank_0s_state(fake, monkeypatch):
-    machines = launch.Machines(2, 0, "10.0.0.1")
+    machines = command.Machines(2, 0, "10.0.0.1")
     rank0 = interrupted_run(fake, monkeypatch, name="mn", machines=machines)
     monkeypatch.setenv("FAKE_MODE", "nolora")  # a rank > 0 saves nothing (sd-scripts saves on rank 0 only)
-    _, rank1, _ = run(fake, name="mn", machines=launch.Machines(2, 1, "10.0.0.1"))
+    _, rank1, _ = run(fake, name="mn", machines=command.Machines(2, 1, "10.0.0.1"))
     assert rank1.name == "mn-node1" and not list(rank1.glob("*-state"))
-    code, _ = launch.resume(rank1, sd_scripts=fake["sd"], out=io.BytesIO())
+    code, _ = resume.resume(rank1, sd_scripts=fake["sd"], out=io.BytesIO())
     assert code == 0
     (resumed,) = json.loads((rank1 / "run.json").read_text())["resumes"]
     assert resumed["command"][-2:] == ["--resume", str(rank0 / "melanoma_lora-000001-state")]
@@ -419,9 +421,9 @@ def test_ctrl_c_as_the_child_starts_is_forwarded_not_lost(fake, tmp_path, monkey
     argv = [str(fake["python"]), "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "t.toml")]
     (tmp_path / "t.toml").write_text("[a]\nx = 1\n")
     monkeypatch.setenv("FAKE_MODE", "sigint")
-    monkeypatch.setattr(launch.subprocess, "Popen", popen_then_ctrl_c)
+    monkeypatch.setattr(process.subprocess, "Popen", popen_then_ctrl_c)
     try:
-        code = launch.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
+        code = process.run_streaming(argv, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "train.log",
                                     out=io.BytesIO())
     except KeyboardInterrupt:
         started[-1].kill()
@@ -444,7 +446,7 @@ print(json.dumps(TorchDynamoPlugin(backend="inductor").to_kwargs()))  # what sd-
 @pytest.mark.parametrize("mode, dynamic", [("max-autotune", True), ("reduce-overhead", False), (None, False)])
 def test_compile_mode_and_dynamic_reach_torch_compile_through_accelerate(tmp_path, mode, dynamic):
     pytest.importorskip("accelerate", reason="accelerate not installed (make setup-kohya)")
-    argv = launch.accelerate_command("py", tmp_path / "sd", tmp_path / "run", mixed_precision="bf16",
+    argv = command.accelerate_command("py", tmp_path / "sd", tmp_path / "run", mixed_precision="bf16",
                                      dynamo_mode=mode, dynamo_dynamic=dynamic)
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # no accelerate config file of this machine
     done = subprocess.run([sys.executable, "-c", _DYNAMO_PROBE, json.dumps(argv)], env=env, capture_output=True,
@@ -458,6 +460,6 @@ def test_compiled_state_weights_follow_the_runs_file_format(tmp_path):
     state = tmp_path / "x-000003-state"
     state.mkdir()
     (tmp_path / "x-000003.ckpt").write_bytes(b"lora")
-    assert launch.compiled_state_weights(state, "ckpt") == tmp_path / "x-000003.ckpt"
+    assert resume.compiled_state_weights(state, "ckpt") == tmp_path / "x-000003.ckpt"
     with pytest.raises(MedsynthError, match="x-000003.safetensors"):
-        launch.compiled_state_weights(state)
+        resume.compiled_state_weights(state)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.train import train
 from orchestrator.common.errors import MedsynthError
-from orchestrator.train.launch import Machines, accelerate_command
+from orchestrator.train.command import Machines, accelerate_command
 from train_helpers import make_dataset, write_fake_python, write_fake_sd_scripts
 
 
@@ -47,9 +47,10 @@ def test_one_gpu_on_each_of_two_machines_is_multi_gpu(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"num_machines": 2}, "needs --main-process-ip"),
-    ({"num_machines": 2, "machine_rank": 2, "main_process_ip": "h"}, "--machine-rank 2: must be between 0 and"),
-    ({"main_process_ip": "10.0.0.5"}, "need --num-machines > 1"),
+    ({"num_machines": 2}, "needs main_process_ip"),
+    ({"num_machines": 2, "machine_rank": 2, "main_process_ip": "h"},
+     "machine_rank 2: must be between 0 and num_machines - 1"),
+    ({"main_process_ip": "10.0.0.5"}, "need num_machines > 1"),
     ({"num_machines": 2, "main_process_ip": "a b"}, "not a host name or IP address"),
     ({"num_machines": 2, "main_process_ip": "h", "main_process_port": 70000}, "between 1 and 65535"),
 ])

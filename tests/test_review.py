@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.review.grid import expected_columns, read_run, review_run, select_columns
+from orchestrator.review.grid import review_run, select_columns
+from orchestrator.review.read import expected_columns
 from orchestrator.review.draw import plot_loss, plot_lr
 from orchestrator.review.write import write_run_review
 from orchestrator.runs.outputs import Column
-from orchestrator.runs.folder import update_run_json
+from orchestrator.runs.facts import read_run
+from orchestrator.runs.record import update_record
 from review_helpers import colour, make_run, make_step_run, sample_name, write_events, write_sample, write_torn_sample
 from train_helpers import make_dataset
 
@@ -180,12 +182,12 @@ def test_no_events_means_no_curves_and_a_note(tmp_path):
     written = write_run_review(review, run_dir, columns=review.columns)
     assert written.curves == ()
     assert "no TensorBoard scalars yet" in written.html.read_text(encoding="utf-8")
-    update_run_json(run_dir, status="finished")
+    update_record(run_dir, status="finished")
     assert any("no TensorBoard events in logs/" in note for note in review_run(run_dir).notes)
 
 
 def test_settings_come_from_run_json(run):
-    update_run_json(run, status="failed", exit_code=3)
+    update_record(run, status="failed", exit_code=3)
     review = review_run(with_events(run))
     settings = dict(review.settings)
     record = json.loads((run / "run.json").read_text())
@@ -202,7 +204,7 @@ def test_settings_come_from_run_json(run):
 
 
 def test_a_finished_run_marks_unsampled_cells_not_pending(run):
-    update_run_json(run, status="finished")
+    update_record(run, status="finished")
     review = review_run(run)
     grid = review.grid(review.columns)
     assert [c.state for c in grid.rows[0].cells] == ["ok", "ok", "missing"]
@@ -297,7 +299,7 @@ def test_a_broken_run_json_is_refused(tmp_path):
 
 
 def test_a_moved_dataset_is_a_note_not_an_error(run, tmp_path):
-    update_run_json(run, dataset={"path": str(tmp_path / "gone")})
+    update_record(run, dataset={"path": str(tmp_path / "gone")})
     review = review_run(run)
     assert review.references == {}
     assert any("training images not shown" in n for n in review.notes)

@@ -9,7 +9,8 @@ import sys
 from click.testing import CliRunner
 
 from orchestrator.cli.main import main
-from orchestrator.runs.folder import running_mark, update_run_json
+from orchestrator.runs.folder import running_mark
+from orchestrator.runs.record import update_record
 from review_helpers import colour, make_run, sample_name, write_sample
 from train_helpers import make_dataset
 
@@ -38,7 +39,7 @@ def test_a_run_whose_medsynth_was_killed_is_reported_as_killed_not_pending(tmp_p
     run = make_run(tmp_path, make_dataset(tmp_path / "ds"), epochs=2, sets=["num_sample_prompts=2"])
     write_sample(run, sample_name(epoch=1, index=0, ts="20261126010000", seed=1000), colour(1, 0))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    update_run_json(run, status="running", running_mark={**running_mark(), "pid": int(gone.stdout)})
+    update_record(run, status="running", running_mark={**running_mark(), "pid": int(gone.stdout)})
     result = invoke(str(run), "--quiet")
     assert result.exit_code == 0, result.output
     assert "run r1 (killed): 2 prompts x 2 sampling points; 1 samples, 0 pending" in result.output

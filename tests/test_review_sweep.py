@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.review.grid import is_sweep_dir, review_sweep
+from orchestrator.review.grid import review_sweep
+from orchestrator.review.read import is_sweep_dir
 from orchestrator.review.draw import plot_loss
 from orchestrator.review.write import write_sweep_review
 from orchestrator.runs.outputs import Column

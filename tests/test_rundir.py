@@ -14,8 +14,9 @@ from orchestrator.train.config import config_as_dict
 from orchestrator.train.settings import load_settings, preset_names, resolve_batch
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run, read_dataset,
-                                 validate_plan, write_run_dir)
+from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, read_dataset,
+                                      write_run_dir)
+from orchestrator.train.plan import plan_run, validate_plan
 from train_helpers import make_dataset
 
 
@@ -187,14 +188,14 @@ def test_a_dataset_built_without_resizing_trains_at_sdxls_resolution_unless_set(
 def test_run_dir_is_written_whole_and_never_over_an_existing_one(tmp_path):
     plan = make_plan(tmp_path)
     record = {"status": "created", "config": config_as_dict(plan.config)}
-    write_run_dir(plan, command_sh="#!/bin/sh\n", record=record)
+    write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record=record)
     assert sorted(p.name for p in plan.run_dir.iterdir()) == sorted([*RENDERED, "command.sh", "run.json"])
     for name in RENDERED:
         assert (plan.run_dir / name).read_text(encoding="utf-8") == plan.files[name]
     assert json.loads((plan.run_dir / "run.json").read_text())["config"]["network_dim"] == plan.config.network_dim
     assert os.access(plan.run_dir / "command.sh", os.X_OK)
     with pytest.raises(MedsynthError, match="already exists"):
-        write_run_dir(plan, command_sh="", record=record)
+        write_run_dir(plan.run_dir, plan.files, command_sh="", record=record)
     assert [p.name for p in plan.run_dir.parent.iterdir()] == [plan.run_dir.name]  # no temp leftovers
 
 
@@ -203,7 +204,7 @@ def test_run_dir_gets_the_usual_permissions_not_the_temp_folders_private_ones(tm
     plan = make_plan(tmp_path)
     old = os.umask(0o022)
     try:
-        write_run_dir(plan, command_sh="#!/bin/sh\n", record={"status": "created"})
+        write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record={"status": "created"})
     finally:
         os.umask(old)
     assert plan.run_dir.stat().st_mode & 0o777 == 0o755

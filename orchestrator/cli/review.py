@@ -28,7 +28,8 @@ def review(path: Path, out: Path | None, epochs: tuple[int, ...], steps: tuple[i
     side (one column per run at one epoch), with training images, loss and learning-rate curves and the key
     settings. PATH is runs/<name>/ or a sweep folder (sweep.json, or run folders inside). Safe to re-run while
     training: samples not written yet show as pending."""
-    from orchestrator.review.grid import is_sweep_dir, review_run, review_sweep, select_columns
+    from orchestrator.review.grid import review_run, review_sweep, select_columns
+    from orchestrator.review.read import is_sweep_dir
     from orchestrator.review.write import write_run_review, write_sweep_review
 
     started = time.perf_counter()

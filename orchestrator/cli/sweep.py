@@ -57,6 +57,7 @@ def sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_m
 
 def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_memory, sets, config_path, offline,
            cpu, sd_scripts) -> int:
+    from orchestrator.runs.sweep_record import SWEEP_JSON
     from orchestrator.train import launch
     from orchestrator.train import preflight
     from orchestrator.sweep import run as sweep_run
@@ -110,7 +111,7 @@ def _sweep(sweep_file, dry_run, emit, gpus, time_limit, partition, account, gpu_
     assert launcher is not None
     record = sweep_run.write_sweep(spec, sweep_dir, planned, launcher)
     record = sweep_run.run_sweep(sweep_dir, record, say=click.echo)
-    click.echo(f"\nsweep {spec.name}: summary ({sweep_dir / sweep_run.RECORD})")
+    click.echo(f"\nsweep {spec.name}: summary ({sweep_dir / SWEEP_JSON})")
     click.echo(sweep_run.summary_table(sweep_dir, record))
     if any(e["exit_code"] == 130 for e in record["runs"]):  # Ctrl-C, also in the last run (nothing skipped)
         return 130

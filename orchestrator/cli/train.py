@@ -1,7 +1,9 @@
-"""`medsynth train`: options -> orchestrator.train.config / orchestrator.train.launch; prints and exits with the run's code."""
+"""`medsynth train`: options -> orchestrator.train.config / .launch / .resume; prints and exits with the run's
+code."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,6 +11,21 @@ import click
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import default_sd_scripts
+
+
+_MACHINE_FLAGS = {"num_machines": "--num-machines", "machine_rank": "--machine-rank",
+                  "main_process_ip": "--main-process-ip", "main_process_port": "--main-process-port"}
+_MACHINE_SETTING = re.compile(r"\b(" + "|".join(_MACHINE_FLAGS) + r")\b")
+
+
+def _machines(num_machines: int, machine_rank: int, main_process_ip: str | None, main_process_port: int | None):
+    """The library's Machines, its messages naming this command's options instead of the settings."""
+    from orchestrator.train.command import Machines
+
+    try:
+        return Machines(num_machines, machine_rank, main_process_ip, main_process_port)
+    except MedsynthError as exc:
+        raise MedsynthError(_MACHINE_SETTING.sub(lambda m: _MACHINE_FLAGS[m[0]], str(exc))) from None
 
 
 def _gpu_ids(text: str | None) -> tuple[int, ...]:
@@ -64,7 +81,7 @@ def _gpu_ids(text: str | None) -> tuple[int, ...]:
 def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, num_machines,
           machine_rank, main_process_ip, main_process_port, run_dir, offline, cpu, sd_scripts) -> None:
     """Render runs/<name>/{dataset,train}.toml and sample prompts, validate them, and train with accelerate."""
-    from orchestrator.train.launch import Machines, launch_created
+    from orchestrator.train.launch import launch_created
 
     sd_scripts = sd_scripts if sd_scripts is not None else default_sd_scripts(config_path)
     try:
@@ -83,7 +100,7 @@ def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, 
                                     f"and command: drop {', '.join(given)}")
             code = _resume(run_dir, dry_run, sd_scripts, offline, cpu) if resume else launch_created(run_dir)[0]
         else:
-            machines = Machines(num_machines, machine_rank, main_process_ip, main_process_port)
+            machines = _machines(num_machines, machine_rank, main_process_ip, main_process_port)
             code = _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes,
                           _gpu_ids(gpu_ids), machines, offline, cpu, sd_scripts)
     except MedsynthError as exc:
@@ -96,11 +113,12 @@ def train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, 
 
 def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume, num_processes, gpu_ids, machines,
            offline, cpu, sd_scripts) -> int:
-    from orchestrator.train import launch
-    from orchestrator.train import preflight
-    from orchestrator.train.settings import load_settings
     from orchestrator.common.project_file import find_project_file, load_project_file
     from orchestrator.runs.folder import check_run_name, newest_resumable_run
+    from orchestrator.train import launch
+    from orchestrator.train.command import Machines
+    from orchestrator.train.settings import load_settings
+    from orchestrator.train.resume import machines_of
 
     processes = num_processes or (len(gpu_ids) if gpu_ids else 1)
     if gpu_ids and processes != len(gpu_ids):
@@ -115,7 +133,7 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
                                       "pretrained_model_name_or_path": model},
                              cwd=Path.cwd())
     if resume:
-        if machines != launch.Machines():
+        if machines != Machines():
             raise MedsynthError("--resume reruns the run's own command, machine settings included: drop "
                                 "--num-machines/--machine-rank/--main-process-ip/--main-process-port")
         if preset or sets or dataset or model:
@@ -126,26 +144,13 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
         run_dir = runs / check_run_name(run_name) if run_name else newest_resumable_run(runs)
         if run_dir is None:
             raise MedsynthError(f"--resume: no unfinished run under {runs} has a *-state folder")
-        if not run_name and launch.machines_of(run_dir).num_machines > 1:
+        if not run_name and machines_of(run_dir).num_machines > 1:
             raise MedsynthError(f"--resume: the newest run {run_dir.name} is a multi-node run: give --run-name on "
                                 f"each machine ({run_dir.name} on rank 0, {run_dir.name}-node<R> on rank R)")
         return _resume(run_dir, dry_run, sd_scripts, offline, cpu)
     if dry_run:
-        gpus = None if cpu else preflight.probe_gpus_fast()
-        if gpus:  # the tier comes from the GPUs training would use, as at launch
-            gpus = [gpus[i] for i in gpu_ids if i < len(gpus)] if gpu_ids else gpus[:processes]
-        plan = launch.prepare(settings, gpus=gpus, run_name=run_name, num_processes=processes * machines.num_machines,
-                              name_suffix=f"-node{machines.machine_rank}" if machines.machine_rank else "")
-        _, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu,
-                                      expandable_segments=plan.config.expandable_segments)
-        argv = launch.accelerate_command(launch.python_executable(), sd_scripts, plan.run_dir,
-                                         num_processes=processes, gpu_ids=gpu_ids,
-                                         mixed_precision=plan.config.mixed_precision, cpu=cpu, machines=machines,
-                                         dynamo_mode=plan.config.dynamo_mode,
-                                         dynamo_dynamic=plan.config.dynamo_dynamic)
-        warnings = launch.dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline)
-        warnings += launch.batch_warnings(plan, gpus)
-        click.echo(launch.dry_run_text(plan, argv, sd_scripts, changes, warnings), nl=False)
+        click.echo(launch.dry_run(settings, sd_scripts=sd_scripts, num_processes=processes, gpu_ids=gpu_ids,
+                                  run_name=run_name, offline=offline, cpu=cpu, machines=machines), nl=False)
         return 0
     code, run_dir = launch.launch(settings, run_name=run_name, sd_scripts=sd_scripts, num_processes=processes,
                                   gpu_ids=gpu_ids, offline=offline, cpu=cpu, machines=machines)
@@ -155,14 +160,10 @@ def _train(preset, sets, run_name, dataset, model, config_path, dry_run, resume,
 
 
 def _resume(run_dir: Path, dry_run: bool, sd_scripts: Path, offline: bool, cpu: bool) -> int:
-    from orchestrator.train import launch
-    from orchestrator.train import preflight
+    from orchestrator.train import resume
 
     if dry_run:
-        plan = launch.resumption(run_dir, sd_scripts=sd_scripts, offline=offline, cpu=cpu)
-        check = lambda: preflight.check_sd_scripts(sd_scripts, preflight.Preflight())  # noqa: E731
-        warnings = preflight.failed_checks_as_warnings([check])
-        click.echo(launch.resume_dry_run_text(run_dir, plan, sd_scripts, warnings), nl=False)
+        click.echo(resume.resume_dry_run(run_dir, sd_scripts=sd_scripts, offline=offline, cpu=cpu), nl=False)
         return 0
-    code, _ = launch.resume(run_dir, sd_scripts=sd_scripts, offline=offline, cpu=cpu)
+    code, _ = resume.resume(run_dir, sd_scripts=sd_scripts, offline=offline, cpu=cpu)
     return code

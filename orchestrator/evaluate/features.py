@@ -14,7 +14,6 @@ A set may be given as a folder of images, a dataset folder (dataset.json; its tr
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.images import decode_reduced, jpeg_size
 from orchestrator.runs.outputs import Column, find_samples
+from orchestrator.runs.record import read_record
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
                                         field_of_view, lesion_mask)
 from orchestrator.vision.skin_tone import BAND_NAMES, ita_of_pixels, skin_ring, tone_band
@@ -237,15 +237,9 @@ def set_summary(images: ImageSet, records: Sequence[ImageRecord]) -> dict[str, A
 # ---- a training run's samples, per epoch ----
 
 def run_samples(run_dir: Path) -> list[tuple[Column, list[Path]]]:
-    """The run's sample images (<run>/sample/, named as in run_outputs) grouped by sampling point (epoch
-    end or step), in training order; the newest file per prompt and point."""
-    record = run_dir / "run.json"
-    if not record.is_file():
-        raise MedsynthError(f"{run_dir}: not a medsynth run directory (no run.json)")
-    try:
-        output_name = json.loads(record.read_text(encoding="utf-8")).get("output_name")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise MedsynthError(f"{record}: unreadable run record ({exc})") from exc
+    """The run's sample images (<run>/sample/, named as in orchestrator.runs.outputs) grouped by sampling point
+    (epoch end or step), in training order; the newest file per prompt and point."""
+    output_name = read_record(run_dir).field("output_name", str, None)
     groups: dict[Column, list[Path]] = {}
     for (column, _), sample in sorted(find_samples(run_dir / "sample", output_name).items()):
         groups.setdefault(column, []).append(sample.path)

@@ -32,13 +32,13 @@ def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance:
     from orchestrator.generate import plan as gen
     from orchestrator.generate import command as gen_cmd
     from orchestrator.generate import run as gen_run
-    from orchestrator.train import launch
+    from orchestrator.train.command import child_env, python_executable
 
     plan = gen.plan_generation(run_dir, count=count, epoch=epoch, seed=seed, balance=balance, keep_hair=keep_hair,
                                cpu=cpu, out=out, caption_template=caption_template, hash_lora=not dry_run)
     gpus = gpu_ids_per_process(num_processes, cpu)
-    python = launch.python_executable()
-    env, _ = launch.child_env(sd_scripts, offline=offline, cpu=cpu)
+    python = python_executable()
+    env, _ = child_env(sd_scripts, offline=offline, cpu=cpu)
     work = plan.synthetic / ".work-XXXX" / "shard0"
     argv = gen_cmd.gen_command(python, sd_scripts, plan.settings, lora=plan.lora, prompts=work / "prompts.txt",
                            outdir=work, batch_size=batch_size, cpu=cpu)

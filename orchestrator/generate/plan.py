@@ -1,7 +1,7 @@
 """`medsynth generate`: from a run folder to a plan (the LoRA, the settings, the items to draw), its dry-run
-text and summary, and the checks before a launch. The parts: generate_prompts (what to draw),
-generate_command (sdxl_gen_img.py's command and prompt lines), generate_run (running it),
-synthetic_outputs (the synthetic/ folder):
+text and summary, and the checks before a launch. The run folder is read by orchestrator.runs.facts; the other
+parts: generate/prompts.py (what to draw), generate/command.py (sdxl_gen_img.py's command and prompt lines),
+generate/run.py (running it), generate/outputs.py (the synthetic/ folder):
 
   synthetic/images/SYN_<n:07d>.png   the images (n = the item number of orchestrator.generate.prompts)
   synthetic/metadata.csv             ISIC 2020 columns + synthetic, prompt, seed, lora_file, lora_sha256
@@ -24,57 +24,19 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import toml
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.generate.command import GEN_SCRIPT, GenSettings, prompt_line
-from orchestrator.generate.prompts import Item
 from orchestrator.generate.outputs import image_matches, image_name
+from orchestrator.generate.prompts import Item
+from orchestrator.runs.facts import RunFacts, read_run
 
 
 # ----------------------------------------------------------------------------------------------- the run
 
-@dataclass(frozen=True)
-class RunInfo:
-    """What generation needs from runs/<name>/: train.toml (flattened) and run.json."""
-
-    run_dir: Path
-    train: Mapping[str, Any]
-    record: Mapping[str, Any]
-
-    @property
-    def output_name(self) -> str:
-        return str(self.train.get("output_name") or self.record.get("output_name") or "last")
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self.record.get("config", {})
-
-    @property
-    def dataset(self) -> Path:
-        return Path(self.record.get("dataset", {}).get("path") or self.config.get("dataset") or "")
-
-
-def read_run(run_dir: Path) -> RunInfo:
-    for name in ("train.toml", "run.json"):
-        if not (run_dir / name).is_file():
-            raise MedsynthError(f"{run_dir}: not a medsynth run (no {name})")
-    try:
-        tables = toml.loads((run_dir / "train.toml").read_text(encoding="utf-8"))
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, toml.TomlDecodeError) as exc:
-        raise MedsynthError(f"{run_dir}: unreadable train.toml or run.json ({exc})") from exc
-    flat: dict[str, Any] = {}
-    for key, value in tables.items():  # sd-scripts flattens the tables the same way
-        flat.update(value if isinstance(value, dict) else {key: value})
-    return RunInfo(run_dir, flat, record)
-
-
-def lora_for_epoch(run: RunInfo, epoch: int | None) -> tuple[Path, int | None]:
+def lora_for_epoch(run: RunFacts, epoch: int | None) -> tuple[Path, int | None]:
     """(the LoRA file, its epoch). The last epoch's file has no suffix (kohya-interface.md §5)."""
-    name, last = run.output_name, run.train.get("max_train_epochs")
+    name, last = run.lora_name, run.train.get("max_train_epochs")
     final = run.run_dir / f"{name}.safetensors"
     numbered = {int(p.stem.rsplit("-", 1)[1]): p for p in run.run_dir.glob(f"{name}-[0-9][0-9][0-9][0-9][0-9][0-9]"
                                                                           f".safetensors")}
@@ -127,7 +89,7 @@ def sha256_of(path: Path) -> str:
 
 # ----------------------------------------------------------------------------------------------- settings
 
-def gen_settings(run: RunInfo, lora: Path, epoch: int | None, *, seed: int, balance: str | None,
+def gen_settings(run: RunFacts, lora: Path, epoch: int | None, *, seed: int, balance: str | None,
                  keep_hair: bool, cpu: bool, manifest_sha256: str, lora_sha256: str | None = None) -> GenSettings:
     """The run's own sample settings (sampler, steps, CFG, size, negative prompt), model and precision."""
     t, c = run.train, run.config
@@ -158,7 +120,7 @@ def gen_settings(run: RunInfo, lora: Path, epoch: int | None, *, seed: int, bala
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    run: RunInfo
+    run: RunFacts
     lora: Path
     settings: GenSettings
     items: list[Item]
@@ -175,7 +137,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     from orchestrator.dataset.captions import CaptionSettings
     from orchestrator.generate.prompts import plan_items
 
-    run = read_run(run_dir)
+    run = read_run(run_dir, need_train=True)
     lora, epoch = lora_for_epoch(run, epoch)
     check_lora_file(lora)
     dataset = run.dataset
@@ -189,7 +151,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
         raise MedsynthError(f"{manifest}: missing: the prompts come from the training manifest")
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     notes = []
-    trained_on = run.record.get("dataset", {}).get("manifest_sha256")
+    trained_on = run.record.table("dataset").get("manifest_sha256")
     if trained_on and trained_on != digest:
         notes.append(f"warning: {manifest} changed since the run was trained (rebuilt dataset): prompts follow "
                      f"the current manifest")

@@ -2,91 +2,29 @@
 each with its own prompt file and output folder (a temporary .work-* folder inside synthetic/); the outputs
 checked against their seed and prompt and renamed into synthetic/images/; metadata.csv for every image present.
 
-sdxl_gen_img.py with --sequential_file_name names the k-th prompt line's image im_<k:06d>.png. One process
-streams through orchestrator.train.launch.run_streaming (terminal + generate.log, Ctrl-C forwarded); several stream
-through run_parallel, which does the same for all of them with '[i] ' before each line."""
+sdxl_gen_img.py with --sequential_file_name names the k-th prompt line's image im_<k:06d>.png. The processes run
+through orchestrator.common.process.run_children (terminal + generate.log, Ctrl-C forwarded; with several, '[i] '
+before each line)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.process import run_children
 from orchestrator.generate.command import GenSettings, gen_command, prompt_line
 from orchestrator.generate.prompts import Item
-from orchestrator.common.atomic import write_atomic
 from orchestrator.generate.outputs import (check_previous, image_matches, image_name, metadata_rows, png_text,
                                            write_metadata)
-
-
-def run_parallel(commands: Sequence[tuple[Sequence[str], Mapping[str, str]]], *, cwd: Path, log_path: Path,
-                 out: IO[bytes] | None = None) -> int:
-    """Several children at once (one per GPU), output lines prefixed '[i] ' to `out` and the log; Ctrl-C is
-    forwarded to every child's process group (SIGINT, then SIGTERM, then SIGKILL). The first non-zero exit
-    code, else 0."""
-    terminal = out if out is not None else sys.stdout.buffer
-    lock = threading.Lock()
-    children: list[subprocess.Popen] = []
-    with open(log_path, "ab") as log:
-
-        def pump(i: int, child: subprocess.Popen) -> None:
-            assert child.stdout is not None
-            for line in iter(child.stdout.readline, b""):
-                with lock:
-                    log.write(f"[{i}] ".encode() + line)
-                    log.flush()
-                    try:
-                        terminal.write(f"[{i}] ".encode() + line)
-                        terminal.flush()
-                    except OSError:
-                        pass
-
-        try:
-            for argv, env in commands:
-                children.append(subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdout=subprocess.PIPE,
-                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                 start_new_session=True))
-        except OSError as exc:
-            for child in children:
-                os.killpg(child.pid, signal.SIGTERM)
-            raise MedsynthError(f"cannot start {commands[0][0][0]}: {exc}") from exc
-        presses = 0
-
-        def forward(signum: int, frame: Any) -> None:
-            nonlocal presses
-            presses += 1
-            sig = {1: signal.SIGINT, 2: signal.SIGTERM}.get(presses, signal.SIGKILL)
-            for child in children:
-                try:
-                    os.killpg(child.pid, sig)
-                except ProcessLookupError:
-                    pass
-
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}
-        try:
-            pumps = [threading.Thread(target=pump, args=(i, c), daemon=True) for i, c in enumerate(children)]
-            for p in pumps:
-                p.start()
-            codes = [c.wait() for c in children]
-            for p in pumps:
-                p.join()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-    codes = [128 - c if c < 0 else c for c in codes]
-    return next((c for c in codes if c != 0), 0)
 
 
 @dataclass
@@ -121,8 +59,6 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
              cpu: bool = False, extra_fields: Sequence[str] = (), out: IO[bytes] | None = None) -> Outcome:
     """Generate the items not yet in synthetic/images, one process per entry of gpu_ids (None: leave
     CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image."""
-    from orchestrator.train.launch import run_streaming
-
     started = time.perf_counter()
     images = synthetic / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -149,12 +85,8 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
                 argv = gen_command(python, sd_scripts, s, lora=lora, prompts=folder / "prompts.txt",
                                    outdir=folder, batch_size=batch_size, cpu=cpu)
                 commands.append((argv, child_env, folder, shard))
-            log = synthetic / "generate.log"
-            if len(commands) == 1:
-                argv, child_env, _, _ = commands[0]
-                code = run_streaming(argv, cwd=sd_scripts, env=child_env, log_path=log, out=out)
-            else:
-                code = run_parallel([(a, e) for a, e, _, _ in commands], cwd=sd_scripts, log_path=log, out=out)
+            code = run_children([(a, e) for a, e, _, _ in commands], cwd=sd_scripts,
+                                log_path=synthetic / "generate.log", out=out, what="the generation processes")
             for _, _, folder, shard in commands:
                 made += collect(folder, shard, images)
         finally:

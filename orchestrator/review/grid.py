@@ -1,6 +1,7 @@
 """What `medsynth review` shows, as data: the sample grid of a run (rows = prompts, columns = sampling points)
 or of a sweep (rows = prompts, columns = runs at one epoch), the real training images beside each prompt, the
-TensorBoard scalars and the key settings. Drawing and writing live in review_draw.py / review_write.py.
+TensorBoard scalars and the key settings. Reading the run and sweep folders is review/read.py; drawing and
+writing are review/draw.py and review/write.py.
 
 Everything is read afresh from the run folder each time, so a review can be redone while training runs:
 a sample not written yet is a "pending" cell, one the run ended without is "missing".
@@ -8,178 +9,26 @@ a sample not written yet is a "pending" cell, one the run ended without is "miss
 
 from __future__ import annotations
 
-import csv
-import json
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import toml
-
 from orchestrator.common.errors import MedsynthError
-from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.train.sample_prompts import age_band
-from orchestrator.runs.folder import lora_files, still_training
+from orchestrator.review.read import (References, differing_settings, expected_columns, read_references,
+                                      run_settings, sweep_listing)
+from orchestrator.runs.facts import RunFacts, read_run
 from orchestrator.runs.outputs import Column, Sample, find_samples, run_scalars
+from orchestrator.runs.record import is_run_dir
 from orchestrator.runs.tfevents import Point
 
 # statuses of a run that will write no more samples (run.json's, or sweep.json's for a run not started);
 # "killed": run.json still says running, but the medsynth process that marked it is gone (SIGKILL, a crash)
 ENDED = ("finished", "failed", "interrupted", "skipped", "error", "killed")
-LOSS_TAGS = ("loss/current", "loss/average", "loss/epoch_average")
-LR_TAGS = ("lr/unet", "lr/textencoder")
+_NOT_A_RUN_HINT = "give runs/<name>/ or a sweep folder (sweep.json, or run folders inside)"
 
 
 # ----------------------------------------------------------------------------------------------- one run
-
-@dataclass(frozen=True)
-class Prompt:
-    index: int
-    text: str
-    seed: int | None
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    """A run folder's own files: run.json, train.toml (flattened as sd-scripts reads it), the prompts."""
-
-    run_dir: Path
-    name: str
-    record: Mapping[str, Any]
-    train: Mapping[str, Any]
-    output_name: str | None
-    prompts: tuple[Prompt, ...]
-
-    @property
-    def status(self) -> str:
-        status = str(self.record.get("status", "unknown"))
-        return "killed" if status == "running" and still_training(self.record) is False else status
-
-    @property
-    def steps_per_epoch(self) -> int | None:
-        value = _get(self.record, "schedule", "steps_per_epoch")
-        return int(value) if value else None
-
-
-def _get(mapping: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(mapping, Mapping) or key not in mapping:
-            return None
-        mapping = mapping[key]
-    return mapping
-
-
-def _flatten(tables: Mapping[str, Any]) -> dict[str, Any]:
-    """sd-scripts' reading of --config_file: the tables only organise the file."""
-    flat: dict[str, Any] = {}
-    for key, value in tables.items():
-        if isinstance(value, Mapping):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
-
-
-def read_run(run_dir: Path) -> RunFacts:
-    record_path = run_dir / "run.json"
-    if not record_path.is_file():
-        raise MedsynthError(f"{run_dir}: not a medsynth run folder (no run.json): give runs/<name>/ or a sweep "
-                            f"folder (sweep.json, or run folders inside)")
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MedsynthError(f"{record_path}: unreadable ({exc})") from exc
-    if not isinstance(record, dict):
-        raise MedsynthError(f"{record_path}: expected a JSON object")
-    train_path = run_dir / "train.toml"
-    train: dict[str, Any] = {}
-    if train_path.is_file():
-        try:
-            train = _flatten(toml.loads(train_path.read_text(encoding="utf-8")))
-        except (OSError, toml.TomlDecodeError) as exc:
-            raise MedsynthError(f"{train_path}: unreadable TOML ({exc})") from exc
-    output_name = train.get("output_name") or record.get("output_name") or None
-    return RunFacts(run_dir, str(record.get("run_name") or run_dir.name), record, train, output_name,
-                    _read_prompts(run_dir, record))
-
-
-def _read_prompts(run_dir: Path, record: Mapping[str, Any]) -> tuple[Prompt, ...]:
-    """The prompts as sd-scripts numbers them (sample_prompts.txt), else as run.json recorded them."""
-    path = run_dir / "sample_prompts.txt"
-    if path.is_file():
-        parsed = parse_sample_prompts(path.read_text(encoding="utf-8"), source=str(path))
-        return tuple(Prompt(i, p["prompt"], p.get("seed")) for i, p in enumerate(parsed))
-    recorded = record.get("sample_prompts") or []
-    return tuple(Prompt(i, str(p.get("text", "")), p.get("seed")) for i, p in enumerate(recorded)
-                 if isinstance(p, Mapping))
-
-
-def expected_columns(facts: RunFacts) -> list[Column]:
-    """The sampling points the run's settings ask for (sd-scripts: sample_images in train_util)."""
-    t, schedule = facts.train, facts.record.get("schedule") or {}
-    columns = [Column("epoch", 0)] if t.get("sample_at_first") else []
-    every_epochs, every_steps = t.get("sample_every_n_epochs"), t.get("sample_every_n_steps")
-    if every_epochs:  # wins over sample_every_n_steps
-        epochs = t.get("max_train_epochs") or schedule.get("epochs")
-        if epochs:
-            columns += [Column("epoch", e) for e in range(every_epochs, int(epochs) + 1, every_epochs)]
-    elif every_steps:
-        steps = schedule.get("total_steps") or t.get("max_train_steps")
-        if steps:
-            columns += [Column("step", s) for s in range(every_steps, int(steps) + 1, every_steps)]
-    return columns
-
-
-@dataclass(frozen=True)
-class Reference:
-    image_id: str
-    path: Path
-    caption: str
-
-
-@dataclass(frozen=True)
-class References:
-    """Training images of the (sex, site, age band) a prompt was made from."""
-
-    group: str | None
-    images: tuple[Reference, ...]
-    total: int
-
-
-def _group_label(key: tuple[str, str, str]) -> str:
-    return " / ".join(part or "?" for part in key)
-
-
-def read_references(dataset_dir: Path, prompts: Sequence[Prompt], per_prompt: int) -> dict[int, References]:
-    """Per prompt index: the training images sharing the prompt's (sex, site, age band). The group is that of
-    the images whose caption is the prompt text (medsynth's prompts are the group's most frequent caption)."""
-    manifest = dataset_dir / "manifest.csv"
-    try:
-        with manifest.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("status") == "ok" and r.get("output_path")]
-    except OSError:
-        return {}
-    if rows and not {"caption", "sex", "site", "age"} <= set(rows[0]):
-        raise MedsynthError(f"{manifest}: lacks caption/sex/site/age columns: rebuild the dataset")
-
-    def key(row: Mapping[str, str]) -> tuple[str, str, str]:
-        return (row["sex"] or "", row["site"] or "", age_band(row["age"]) or "")
-
-    out = {}
-    for prompt in prompts:
-        keys = Counter(key(r) for r in rows if r["caption"] == prompt.text)
-        if not keys:
-            out[prompt.index] = References(None, (), 0)
-            continue
-        group = min(keys, key=lambda k: (-keys[k], k))
-        members = sorted((r for r in rows if key(r) == group), key=lambda r: r["image_id"])
-        images = tuple(Reference(r["image_id"], dataset_dir / r["output_path"], r["caption"])
-                       for r in members[:per_prompt])
-        out[prompt.index] = References(_group_label(group), images, len(members))
-    return out
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -259,13 +108,13 @@ def select_columns(available: Sequence[Column], epochs: Sequence[int], steps: Se
 
 
 def review_run(run_dir: Path, *, references: int = 4) -> RunReview:
-    facts = read_run(run_dir)
+    facts = read_run(run_dir, hint=_NOT_A_RUN_HINT)
     output_name = facts.output_name
     samples = find_samples(run_dir / "sample", output_name)
     spe = facts.steps_per_epoch
     columns = tuple(sorted(set(expected_columns(facts)) | {c for c, _ in samples}, key=lambda c: c.position(spe)))
     notes = []
-    dataset_path = _get(facts.record, "dataset", "path")
+    dataset_path = facts.record.table("dataset").get("path")
     refs: dict[int, References] = {}
     if dataset_path and Path(dataset_path).is_dir():
         refs = read_references(Path(dataset_path), facts.prompts, references) if references > 0 else {}
@@ -278,68 +127,6 @@ def review_run(run_dir: Path, *, references: int = 4) -> RunReview:
     if not scalars and facts.status in ENDED:
         notes.append("no TensorBoard events in logs/: sd-scripts writes them only where tensorboard is installed")
     return RunReview(facts, columns, samples, refs, scalars, run_settings(facts, scalars), tuple(notes))
-
-
-def _fmt(value: Any) -> str:
-    if value is None or value == "" or value == []:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value))
-    return str(value)
-
-
-def final_value(scalars: Mapping[str, list[Point]], tag: str) -> float | None:
-    points = scalars.get(tag)
-    return points[-1].value if points else None
-
-
-def _batch_text(batch: Any, explanation: str | None) -> str:
-    """run.json's explanation already starts with the size ("12 (H200 tier ...)"); else add it in brackets."""
-    if explanation and str(explanation).startswith(str(batch)):
-        return str(explanation)
-    return _fmt(batch) + (f" ({explanation})" if explanation else "")
-
-
-def run_settings(facts: RunFacts, scalars: Mapping[str, list[Point]]) -> tuple[tuple[str, str], ...]:
-    """The run's key settings, labelled, from run.json (train.toml for what run.json lacks)."""
-    r, t = facts.record, facts.train
-    cfg, sched = r.get("config") or {}, r.get("schedule") or {}
-    status = facts.status if r.get("status") == "running" else _fmt(r.get("status"))
-    if r.get("exit_code") not in (None, 0):
-        status += f" (exit code {r['exit_code']})"
-    lr = sched.get("learning_rate", t.get("learning_rate"))
-    batch = sched.get("batch_size", t.get("train_batch_size"))
-    epochs = sched.get("epochs", t.get("max_train_epochs"))
-    loras = [p.name for p in lora_files(facts.run_dir, facts.output_name)] if facts.output_name else []
-    rows = [
-        ("run", facts.name),
-        ("status", status),
-        ("preset", _fmt(r.get("preset"))),
-        ("learning rate", _fmt(lr) + (f" ({sched['lr_note']})" if sched.get("lr_note") else "")),
-        ("batch size", _batch_text(batch, _get(r, "batch", "explanation"))),
-        ("epochs", _fmt(epochs) + (f" ({sched['total_steps']} steps)" if sched.get("total_steps") else "")),
-        ("optimizer", " ".join([_fmt(t.get("optimizer_type", cfg.get("optimizer_type")))]
-                               + [str(a) for a in t.get("optimizer_args", cfg.get("optimizer_args")) or []])),
-        ("scheduler", _fmt(t.get("lr_scheduler", cfg.get("lr_scheduler")))
-         + (f", {t['lr_warmup_steps']} warmup steps" if t.get("lr_warmup_steps") else "")),
-        ("network", f"{_fmt(t.get('network_module', cfg.get('network_module')))} dim "
-                    f"{_fmt(t.get('network_dim', cfg.get('network_dim')))} alpha "
-                    f"{_fmt(t.get('network_alpha', cfg.get('network_alpha')))}"),
-        ("resolution", _fmt(t.get("resolution"))),
-        ("mixed precision", _fmt(t.get("mixed_precision", cfg.get("mixed_precision")))),
-        ("seed", _fmt(t.get("seed", r.get("seed")))),
-        ("dataset", f"{_fmt(_get(r, 'dataset', 'path'))} ({_fmt(_get(r, 'dataset', 'images'))} images x "
-                    f"{_fmt(_get(r, 'dataset', 'repeats'))} repeats)"),
-        ("sampler", f"{_fmt(t.get('sample_sampler', cfg.get('sample_sampler')))}, "
-                    f"{_fmt(cfg.get('sample_steps'))} steps, CFG {_fmt(cfg.get('sample_cfg_scale'))}"),
-        ("final loss (average)", _fmt(final_value(scalars, "loss/average"))),
-        ("last epoch average loss", _fmt(final_value(scalars, "loss/epoch_average"))),
-        ("LoRA files", ", ".join(loras) or "-"),
-        ("created", _fmt(r.get("created_at"))),
-    ]
-    return tuple(rows)
 
 
 # ----------------------------------------------------------------------------------------------- a sweep
@@ -363,56 +150,19 @@ class SweepReview:
     notes: tuple[str, ...]
 
 
-def is_sweep_dir(path: Path) -> bool:
-    return (path / "sweep.json").is_file() or (
-        not (path / "run.json").is_file() and any(p.is_file() for p in path.glob("*/run.json")))
-
-
-def _sweep_listing(root: Path) -> tuple[str, list[tuple[str, Path, dict[str, Any], str | None]]]:
-    """(sweep name, [(run name, run folder, params, status)]) from sweep.json, else from the run folders."""
-    index = root / "sweep.json"
-    if not index.is_file():
-        dirs = sorted(p.parent for p in root.glob("*/run.json"))
-        return root.name, [(d.name, d, {}, None) for d in dirs]
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-        listing = []
-        for i, run in enumerate(data["runs"]):
-            if not isinstance(run, Mapping) or "name" not in run:
-                raise ValueError(f"runs[{i}] has no name")
-            path = root / str(run.get("path") or run["name"])
-            listing.append((str(run["name"]), path, dict(run.get("params") or {}), run.get("status")))
-        name = str(data.get("name") or root.name)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise MedsynthError(f"{index}: unreadable sweep index ({exc})") from exc
-    if not listing:
-        raise MedsynthError(f"{index}: lists no runs")
-    return name, listing
-
-
-def differing_settings(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per run, the config values that differ between the runs (when sweep.json gives no params)."""
-    configs = [dict(r.get("config") or {}) for r in records]
-    keys = sorted({k for c in configs for k in c})
-    differing = [k for k in keys if k not in ("runs_dir",)
-                 and len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
-    return [{k: c.get(k) for k in differing} for c in configs]
-
-
 def review_sweep(root: Path, *, epochs: Sequence[int] = (), steps: Sequence[int] = (),
                  references: int = 4) -> SweepReview:
-    name, listing = _sweep_listing(root)
+    name, listing = sweep_listing(root)
     if not listing:
         raise MedsynthError(f"{root}: neither a run folder nor a sweep folder (no run.json, no sweep.json, "
                             f"no run folders inside)")
-    reviews = [review_run(path, references=references) if (path / "run.json").is_file() else None
-               for _, path, _, _ in listing]
+    reviews = [review_run(run.path, references=references) if is_run_dir(run.path) else None for run in listing]
     derived = differing_settings([r.facts.record for r in reviews if r is not None])
     derived_iter = iter(derived)
     entries = []
-    for (run_name, path, params, status), review in zip(listing, reviews):
+    for run, review in zip(listing, reviews):
         own = next(derived_iter) if review is not None else {}
-        entries.append(SweepEntry(run_name, path, params or own, _sweep_status(status, review), review))
+        entries.append(SweepEntry(run.name, run.path, run.params or own, _sweep_status(run.status, review), review))
     present = [e.review for e in entries if e.review is not None]
     compared = _compared_columns(present, epochs, steps, where=str(root))
     grid, notes = _sweep_grid(entries, compared)

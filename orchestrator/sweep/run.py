@@ -26,20 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.train import launch
-from orchestrator.train.config import Layer
-from orchestrator.train.settings import Settings, merge_layers
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import SD_SCRIPTS_COMMIT
-from orchestrator.train.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked_by_caller, estimate_disk_bytes,
-                                    filesystem_type, sd_scripts_commit)
+from orchestrator.runs.folder import DatasetInfo, read_dataset
 from orchestrator.runs.outputs import run_scalars
-from orchestrator.common.atomic import write_atomic
-from orchestrator.runs.folder import DatasetInfo, RunPlan, read_dataset, training_resolution
+from orchestrator.runs.record import read_record
+from orchestrator.runs.sweep_record import write_sweep_record
 from orchestrator.sweep.spec import Sweep, SweepRun, describe_params
+from orchestrator.train import launch
+from orchestrator.train.command import Machines, child_env, python_executable
+from orchestrator.train.config import Layer
+from orchestrator.train.settings import Settings, merge_layers
+from orchestrator.train.plan import RunPlan, prepare, training_resolution
+from orchestrator.train.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked_by_caller, estimate_disk_bytes,
+                                          filesystem_type, sd_scripts_commit)
 
 CACHE_DIR = ".cache"
-RECORD = "sweep.json"
 _TE_DISK = "kohya.cache_text_encoder_outputs_to_disk"
 _LOSS = re.compile(rb"avr_loss=([-+0-9.eE]+|nan|inf)")
 
@@ -95,8 +97,8 @@ def plan_sweep(sweep: Sweep, base: Settings, *, gpus: Sequence[Gpu] | None, tota
                                  cfg.pretrained_model_name_or_path, cfg.vae) if on_disk else None
             settings = Settings(base.preset, tuple(layers), cfg, frozenset(user_keys))
             dataset = dataclasses.replace(source, image_dir=group.image_dir) if group else source
-            plan = launch.prepare(settings, gpus=gpus, run_name=run.name, num_processes=total_processes,
-                                  dataset=dataset)
+            plan = prepare(settings, gpus=gpus, run_name=run.name, num_processes=total_processes,
+                           dataset=dataset)
             planned.append(PlannedRun(run, plan, group))
         except MedsynthError as exc:
             errors.append(f"run '{run.name}' ({describe_params(run.params)}): {exc}")
@@ -149,13 +151,12 @@ def share_images(group: CacheGroup) -> Path:
 def planning_launcher(*, sd_scripts: Path, gpus: Sequence[Gpu] | None, num_processes: int, offline: bool,
                       cpu: bool, min_gpu_gib: float) -> launch.Launcher:
     """For run folders rendered here and trained elsewhere (--emit slurm): nothing probed, the node checks."""
-    env, changes = launch.child_env(sd_scripts, offline=offline, cpu=cpu)
+    env, changes = child_env(sd_scripts, offline=offline, cpu=cpu)
     commit, how = sd_scripts_commit(sd_scripts) if sd_scripts.is_dir() else (None, "not present when rendered")
     commits = {**launch.project_commit(), "sd_scripts": commit, "sd_scripts_how": how,
                "sd_scripts_pinned": SD_SCRIPTS_COMMIT}
-    return launch.Launcher(sd_scripts, launch.python_executable(), env, changes, None,
-                           list(gpus) if gpus else None, commits, [], num_processes, (), launch.Machines(), offline,
-                           cpu, min_gpu_gib)
+    return launch.Launcher(sd_scripts, python_executable(), env, changes, None, list(gpus) if gpus else None,
+                           commits, [], num_processes, (), Machines(), offline, cpu, min_gpu_gib)
 
 
 def write_sweep(sweep: Sweep, sweep_dir: Path, planned: Sequence[PlannedRun], launcher: launch.Launcher, *,
@@ -183,7 +184,7 @@ def write_sweep(sweep: Sweep, sweep_dir: Path, planned: Sequence[PlannedRun], la
                   "cache": {"dir": p.cache.image_dir.relative_to(sweep_dir).as_posix() if p.cache else None,
                             "npz_before": None, "npz_after": None}} for p in planned],
     }
-    save_record(sweep_dir, record)
+    write_sweep_record(sweep_dir, record)
     return record
 
 
@@ -210,10 +211,6 @@ def check_sweep_disk(sweep_dir: Path, planned: Sequence[PlannedRun], *, trained_
                             f"{fix}")
     return [f"warning: {sweep_dir}: {short}, but this machine's {kind or 'local'} disk is not where the runs write: "
             f"they write on the nodes that train them; make sure {sweep_dir} has room there"]
-
-
-def save_record(sweep_dir: Path, record: Mapping[str, Any]) -> None:
-    write_atomic(sweep_dir / RECORD, json.dumps(record, indent=1, default=str) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -244,7 +241,7 @@ def run_sweep(sweep_dir: Path, record: dict, *, out: IO[bytes] | None = None,
               say: Callable[[str], None] = print) -> dict:
     """Train the created runs one after another; a failed run does not stop the others, Ctrl-C does.
 
-    sweep.json is rewritten (atomically) after every run, so a reader sees the sweep's progress."""
+    sweep.json is rewritten after every run, so a reader sees the sweep's progress."""
     runs = record["runs"]
     stop = False
     for i, entry in enumerate(runs, 1):
@@ -256,23 +253,23 @@ def run_sweep(sweep_dir: Path, record: dict, *, out: IO[bytes] | None = None,
         entry["cache"]["npz_before"] = count_npz(cache)
         say(f"medsynth sweep: [{i}/{len(runs)}] {entry['name']} ({describe_params(entry['params'])})")
         entry["status"] = "running"
-        save_record(sweep_dir, record)
+        write_sweep_record(sweep_dir, record)
         started = time.monotonic()
         try:
             launch.launch_created(run_dir, out=out)
         except MedsynthError as exc:  # a check failed, or the run exited 0 without a LoRA file
             say(f"medsynth sweep: {entry['name']}: error: {exc}")
         entry["wall_s"] = round(time.monotonic() - started, 1)
-        outcome = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        entry["exit_code"] = outcome.get("exit_code")
-        entry["status"] = outcome["status"] if outcome.get("status") not in ("created", "running") else "failed"
-        logging_dir = outcome.get("config", {}).get("logging_dir")
+        outcome = read_record(run_dir)
+        entry["exit_code"] = outcome.field("exit_code", int, None)
+        entry["status"] = outcome.status if outcome.status not in (None, "created", "running") else "failed"
+        logging_dir = outcome.field("config.logging_dir", str, None)
         entry["final_loss"] = final_loss(run_dir, Path(logging_dir) if logging_dir else None)
         entry["cache"]["npz_after"] = count_npz(cache)
-        save_record(sweep_dir, record)
+        write_sweep_record(sweep_dir, record)
         stop = entry["exit_code"] == 130  # Ctrl-C: the user wants the sweep to stop, not the next run to start
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    save_record(sweep_dir, record)
+    write_sweep_record(sweep_dir, record)
     return record
 
 
