@@ -13,7 +13,8 @@ import toml
 from orchestrator.train.config import config_as_dict, load_settings, preset_names, resolve_batch
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run, read_dataset,
+from orchestrator.dataset.record import read_dataset
+from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, plan_run,
                                  validate_plan, write_run_dir)
 from train_helpers import make_dataset
 

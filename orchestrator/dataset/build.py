@@ -24,7 +24,6 @@ import csv
 import fcntl
 import hashlib
 import io
-import json
 import os
 import shutil
 import stat
@@ -41,6 +40,7 @@ from orchestrator.dataset.settings import DatasetSettings
 from orchestrator.common.errors import Interrupted, MedsynthError
 from orchestrator.dataset.images import ImageJob, ImageResult, process_images
 from orchestrator.dataset.ingest import read_metadata
+from orchestrator.dataset.record import DatasetRecord, has_record, read_record, write_record
 from orchestrator.dataset.report import DatasetReport, summarise, write_report
 from orchestrator.dataset.select import read_duplicates, select_counting_duplicates
 from orchestrator.vision.skin_tone import BAND_NAMES, tone_band
@@ -85,15 +85,15 @@ def find_image(name: str, dirs: tuple[Path, ...]) -> Path | None:
 
 def _previous_outputs(out: Path, resolution: int | None) -> dict[str, Path]:
     """sha256 -> image file of the dataset already at `out`, when it was built at the same size."""
-    manifest, meta = out / "manifest.csv", out / "dataset.json"
-    if not manifest.is_file() or not meta.is_file():
+    manifest = out / "manifest.csv"
+    if not manifest.is_file() or not has_record(out):
         return {}
     try:
-        built = json.loads(meta.read_text(encoding="utf-8"))
+        built = read_record(out)
         old = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError):
+    except (MedsynthError, OSError, ValueError, pd.errors.ParserError):
         return {}  # an unreadable earlier build is simply not reused
-    if built.get("resolution") != resolution or "sha256" not in old or "output_path" not in old:
+    if built.resolution != resolution or "sha256" not in old or "output_path" not in old:
         return {}
     ok = old[(old["status"] == "ok") & (old["sha256"] != "")]
     return {sha: out / rel for sha, rel in zip(ok["sha256"], ok["output_path"]) if (out / rel).is_file()}
@@ -201,7 +201,7 @@ def checked_out(settings: DatasetSettings) -> Path:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise MedsynthError(f"out {out} exists and is not a plain folder (a file or a link): "
                             f"choose another out folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not has_record(out):
         raise MedsynthError(f"out {out} is a non-empty folder without dataset.json (not an earlier dataset "
                             f"build): the build replaces the whole folder, so choose another out folder or empty it")
     return out
@@ -355,7 +355,7 @@ def _discard_partial(tmp: Path, out: Path) -> str:
         time.sleep(0.2)
     if tmp.exists():
         return f"could not remove the partial build {tmp} (the next run removes it)"
-    kept = f"the previous dataset in {out} is intact" if (out / "dataset.json").is_file() else f"{out} was not written"
+    kept = f"the previous dataset in {out} is intact" if has_record(out) else f"{out} was not written"
     return f"removed the partial build {tmp}; {kept}"
 
 
@@ -450,15 +450,11 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
                        skin_tones=tones if settings.skin_tone else None, duplicates=plan.duplicates,
                        skip_reasons=pd.Series([r["skip_reason"] for r in rows if r["skip_reason"]]).value_counts().to_dict())
     write_report(report, tmp / "report.txt", tmp / "report.png")
-    meta = {
-        "class_name": settings.class_name, "repeats": settings.repeats,
-        "resolution": resolution, "image_dir": class_dir.as_posix(), "images": written,
-        "skipped": len(rows) - written, "trigger": settings.trigger, "caption_extension": CAPTION_EXTENSION,
-        # how the captions were worded, so `medsynth generate` words its prompts the same way
-        "caption_template": str(settings.caption_template), "site_map": dict(settings.site_map),
-        "manifest_sha256": hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
-    }
-    (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_record(tmp, DatasetRecord(
+        class_name=settings.class_name, repeats=settings.repeats, resolution=resolution,
+        image_dir=class_dir.as_posix(), images=written, skipped=len(rows) - written, trigger=settings.trigger,
+        caption_extension=CAPTION_EXTENSION, manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
+        caption_template=str(settings.caption_template), site_map=dict(settings.site_map)))
     _swap_into_place(tmp, out)
     return BuildResult(out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
                        duplicates=plan.duplicates, missing=len(missing))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.images import decode_reduced, jpeg_size
+from orchestrator.dataset.record import has_record
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
                                         field_of_view, lesion_mask)
@@ -91,7 +92,7 @@ def image_set(path: Path) -> ImageSet:
     if not path.is_dir():
         raise MedsynthError(f"{path}: not a folder (give a folder of images, a dataset folder or a "
                             f"generate output)")
-    if (path / "dataset.json").is_file() and (path / "train").is_dir():
+    if has_record(path) and (path / "train").is_dir():
         kind, root, files = "dataset", path / "train", _images_in(path / "train", recursive=True)
     elif (path / "synthetic" / "images").is_dir():
         kind, root = "synthetic", path / "synthetic" / "images"

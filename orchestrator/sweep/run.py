@@ -34,7 +34,8 @@ from orchestrator.train.preflight import (SHARED_FILE_SYSTEMS, Gpu, disk_checked
                                     filesystem_type, sd_scripts_commit)
 from orchestrator.runs.outputs import run_scalars
 from orchestrator.common.atomic import write_atomic
-from orchestrator.runs.folder import DatasetInfo, RunPlan, read_dataset, training_resolution
+from orchestrator.dataset.record import DatasetInfo, read_dataset
+from orchestrator.runs.folder import RunPlan, training_resolution
 from orchestrator.sweep.spec import Sweep, SweepRun, describe_params
 
 CACHE_DIR = ".cache"

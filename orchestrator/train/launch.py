@@ -33,8 +33,9 @@ from orchestrator.common.paths import SD_SCRIPTS_COMMIT, git_checkout
 from orchestrator.train.preflight import (TRAIN_SCRIPT, Gpu, Preflight, Probe, check_disk, check_gpus, check_model,
                                     check_optimizer, check_sd_scripts, check_tokenizers, failed_checks_as_warnings,
                                     probe_python)
-from orchestrator.runs.folder import (RENDERED, DatasetInfo, RunPlan, command_script, default_run_name, lora_files,
-                                 newest_state, plan_run, read_dataset, run_record, running_mark, still_training,
+from orchestrator.dataset.record import DatasetInfo, read_dataset
+from orchestrator.runs.folder import (RENDERED, RunPlan, command_script, default_run_name, lora_files,
+                                 newest_state, plan_run, run_record, running_mark, still_training,
                                  update_run_json, validate_plan, write_run_dir)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
