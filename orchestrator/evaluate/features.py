@@ -26,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.dataset.images import decode_reduced, jpeg_size
+from orchestrator.dataset.images import decode_reduced
+from orchestrator.dataset.jpeg import jpeg_size
 from orchestrator.dataset.record import has_record
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
