@@ -17,14 +17,16 @@ import hashlib
 import io
 import os
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from orchestrator.dataset.captions import CaptionSettings, render_captions, write_captions
-from orchestrator.dataset.settings import DatasetSettings
-from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.settings import DatasetSettings, load_settings, selection_warnings
+from orchestrator.common.errors import MedsynthError, stop_signals_raise
 from orchestrator.dataset.images import ImageJob, ImageResult, process_images
 from orchestrator.dataset.ingest import read_metadata
 from orchestrator.dataset.outfolder import building, checked_out, swap_into_place
@@ -46,6 +48,7 @@ CACHE_NAME = ".medsynth-image-cache.json"
 
 @dataclass(frozen=True)
 class BuildResult:
+    settings: DatasetSettings
     out: Path
     selected: int
     written: int
@@ -192,6 +195,18 @@ def _plan(settings: DatasetSettings) -> _Plan:
     return _Plan(selected, sources, missing, duplicates, caption_settings, Path("train") / class_dir_name(settings))
 
 
+def build_from_options(*, config: Path | None, options: Mapping[str, Any], cwd: Path, dry_run: bool = False,
+                       progress: bool = True, warn: Callable[[str], None]) -> BuildResult:
+    """`medsynth dataset build`: the settings stacked (load_settings), what looks wrong in them given to `warn`
+    before the work starts, then the build, which SIGINT, SIGTERM and SIGHUP stop through its clean-up (no
+    partial folder is left behind)."""
+    settings = load_settings(config=config, options=options, cwd=cwd)
+    for warning in selection_warnings(settings):
+        warn(warning)
+    with stop_signals_raise():
+        return build_dataset(settings, dry_run=dry_run, progress=progress)
+
+
 def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress: bool = True) -> BuildResult:
     out = checked_out(settings)
     if dry_run:
@@ -199,7 +214,7 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
         found = plan.selected[[i not in plan.missing for i in plan.selected["image_id"]]]
         report = summarise(found, hair=None, skipped=0, duplicates=plan.duplicates, missing=len(plan.missing),
                            planned=True)
-        return BuildResult(out, len(plan.selected), 0, len(plan.missing), 0, report, dry_run=True,
+        return BuildResult(settings, out, len(plan.selected), 0, len(plan.missing), 0, report, dry_run=True,
                            duplicates=plan.duplicates, missing=len(plan.missing))
 
     with building(out) as tmp:
@@ -261,5 +276,5 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         caption_extension=CAPTION_EXTENSION, manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
         caption_template=str(settings.caption_template), site_map=dict(settings.site_map)))
     swap_into_place(tmp, out)
-    return BuildResult(out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
+    return BuildResult(settings, out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
                        duplicates=plan.duplicates, missing=len(missing))
