@@ -20,7 +20,7 @@ import toml
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.train.sample_prompts import age_band
+from orchestrator.dataset.age import age_band
 from orchestrator.runs.folder import lora_files, still_training
 from orchestrator.runs.outputs import Column, Sample, find_samples, run_scalars
 from orchestrator.runs.tfevents import Point
