@@ -12,10 +12,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.jsonrecord import FieldTypes, field_error, load_versioned, typed_fields
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "dataset.json"
@@ -40,17 +40,15 @@ class DatasetRecord:
     schema_version: int = SCHEMA_VERSION
 
 
-# key -> (accepted JSON types, how the message names them); the two optional keys are the dataclass defaults
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+_FIX = "rebuild the dataset"
+_TYPES: FieldTypes = {
     "class_name": ((str,), "a string"), "repeats": ((int,), "an integer"),
     "resolution": ((int, type(None)), "an integer or null"), "image_dir": ((str,), "a string"),
     "images": ((int,), "an integer"), "skipped": ((int,), "an integer"), "trigger": ((str,), "a string"),
     "caption_extension": ((str,), "a string"), "manifest_sha256": ((str,), "a string"),
     "caption_template": ((str, type(None)), "a string or null"), "site_map": ((dict,), "an object"),
-    "schema_version": ((int,), "an integer"),
 }
-_OPTIONAL = {f.name for f in dataclasses.fields(DatasetRecord) if f.default is not dataclasses.MISSING
-             or f.default_factory is not dataclasses.MISSING}
+_OPTIONAL = ("caption_template", "site_map")  # builds before these were recorded have neither
 
 
 def has_record(folder: Path) -> bool:
@@ -70,32 +68,10 @@ def read_record(folder: Path) -> DatasetRecord:
     path = folder / RECORD_NAME
     if not path.is_file():
         raise MedsynthError(f"{folder}: not a medsynth dataset (no {RECORD_NAME}): run 'medsynth dataset build' first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MedsynthError(f"{path}: cannot read the dataset record: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise MedsynthError(f"{path}: not valid JSON ({exc}): rebuild the dataset") from exc
-    if not isinstance(data, dict):
-        raise MedsynthError(f"{path}: not a dataset record (a JSON object): rebuild the dataset")
-    version = data.get("schema_version", 1)  # files of earlier medsynth versions have none: version 1
-    if version != SCHEMA_VERSION:
-        raise MedsynthError(f"{path}: dataset record schema version {version!r}; this medsynth reads version "
-                            f"{SCHEMA_VERSION}: rebuild the dataset with this medsynth")
-    values: dict[str, Any] = {}
-    for key, (types, wording) in _TYPES.items():
-        if key not in data:
-            if key in _OPTIONAL:
-                continue
-            raise MedsynthError(f"{path}: key '{key}' is missing (hand-edited wrongly?): rebuild the dataset")
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, types):  # JSON true is no integer
-            raise MedsynthError(f"{path}: key '{key}' must be {wording}, got {value!r} (hand-edited wrongly?): "
-                                f"rebuild the dataset")
-        values[key] = value
+    data = load_versioned(path, what="dataset record", version=SCHEMA_VERSION, fix=_FIX)
+    values = typed_fields(path, data, _TYPES, fix=_FIX, optional=_OPTIONAL)
     if not all(isinstance(v, str) for v in values.get("site_map", {}).values()):
-        raise MedsynthError(f"{path}: key 'site_map' must map sites to caption texts (hand-edited wrongly?): "
-                            f"rebuild the dataset")
+        raise field_error(path, "site_map", "must map sites to caption texts", _FIX)
     return DatasetRecord(**values)
 
 

@@ -310,22 +310,6 @@ class Evaluation:
     def comparison(self) -> list[dict[str, Any]]:
         return compare(self.real_records, self.synth_records)
 
-    def as_dict(self) -> dict[str, Any]:
-        """What evaluation.json holds (no timestamps: the same inputs give the same file)."""
-        return {
-            "note": "Features are automated image measurements; the TDS is an estimate with a diameter proxy "
-                    "for D (see orchestrator/vision/lesion.py), not a diagnosis.",
-            "sets": {"real": set_summary(self.real, self.real_records),
-                     "synthetic": set_summary(self.synth, self.synth_records)},
-            "features": self.comparison(),
-            "run": None if self.run_dir is None else {
-                "path": str(self.run_dir), "trend": epoch_trend(self.real_records, self.points)},
-            "fid_kid": self.fid,
-            "images": {"real": [r.as_dict() for r in self.real_records],
-                       "synthetic": [r.as_dict() for r in self.synth_records],
-                       "run_samples": {c.label: [r.as_dict() for r in recs] for c, recs in self.points}},
-        }
-
 
 def usable_or_fail(images: ImageSet, records: Sequence[ImageRecord]) -> None:
     """A set none of whose files decodes has nothing to compare: an error naming its folder, as `dataset

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.jsonrecord import field_error, load_versioned
 from orchestrator.generate.command import GenSettings
 from orchestrator.generate.prompts import Item
 from orchestrator.common.atomic import write_atomic
@@ -138,25 +139,15 @@ def read_generation(synthetic: Path) -> GenSettings | None:
     if not path.is_file():
         return None
     fix = "move the folder away or choose another --out"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MedsynthError(f"{path}: unreadable ({exc}): {fix}") from exc
-    if not isinstance(data, dict):
-        raise MedsynthError(f"{path}: not a generation record (a JSON object): {fix}")
-    version = data.get("schema_version", 1)
-    if version != GENERATION_SCHEMA_VERSION:
-        raise MedsynthError(f"{path}: generation record schema version {version!r}; this medsynth reads version "
-                            f"{GENERATION_SCHEMA_VERSION}: {fix}")
+    data = load_versioned(path, what="generation record", version=GENERATION_SCHEMA_VERSION, fix=fix)
     hints = typing.get_type_hints(GenSettings)
     values = {}
     for f in fields(GenSettings):
         if f.name not in data:
-            raise MedsynthError(f"{path}: key '{f.name}' is missing (hand-edited wrongly?): {fix}")
+            raise field_error(path, f.name, "is missing", fix)
         ok, values[f.name] = _typed(data[f.name], hints[f.name])
         if not ok:
-            raise MedsynthError(f"{path}: key '{f.name}' is {data[f.name]!r}, not of type {hints[f.name]} "
-                                f"(hand-edited wrongly?): {fix}")
+            raise field_error(path, f.name, f"is {data[f.name]!r}, not of type {hints[f.name]}", fix)
     return GenSettings(**values)
 
 
