@@ -1,7 +1,7 @@
-"""Writes an evaluation: evaluation.json (its contents and format: evaluate/record.py), evaluation.html (templates/evaluation.html.j2) and its figures in
-evaluation_files/ (one histogram PNG per feature, real and synthetic side by side; the skin-tone bands; with a
-run, the per-epoch trend). Links are relative, so the folder can be moved as a whole. Every file is written
-to a temporary name and renamed into place."""
+"""Writes an evaluation: evaluation.json (its contents and format: evaluate/record.py), evaluation.html
+(templates/evaluation.html.j2) and its figures in evaluation_files/ (one histogram PNG per feature, real and
+synthetic side by side; the skin-tone bands; with a run, the per-epoch trend). Links are relative, so the
+folder can be moved as a whole. Every file is written to a temporary name and renamed into place."""
 
 from __future__ import annotations
 
