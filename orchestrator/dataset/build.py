@@ -3,7 +3,7 @@
 <out>/
   train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption
   manifest.csv       one row per selected image (skipped ones too, with the reason)
-  dataset.json       the settings and counts that `medsynth train` reads
+  dataset.json       the settings and counts that `medsynth train` reads (orchestrator.dataset.record)
   report.txt, report.png
 The folder is built in a temporary sibling and swapped into place under a lock (orchestrator.dataset.outfolder,
 which also says what <out> may be), so an interrupted build leaves the previous dataset intact; a re-run
