@@ -7,9 +7,9 @@ it was (building).
 lie inside an image folder. One build at a time per `<out>`: a build holds an flock on `<parent>/.<out>.lock`
 from before it reads anything until its swap is done, and a second build of the same `<out>` is refused at
 once, so no build ever removes another's `.<out>.building`. Every failure after that (a write error, a full
-disk, SIGINT, SIGTERM, SIGHUP once build.build_from_options turns them into Interrupted) removes the temporary folder and the
-parent folders the build created, and leaves the previous dataset as it was; a build killed outright
-(SIGKILL) leaves them for the next run, which removes the temporary folder.
+disk, SIGINT, SIGTERM, SIGHUP once build.build_from_options turns them into Interrupted) removes the
+temporary folder and the parent folders the build created, and leaves the previous dataset as it was; a
+build killed outright (SIGKILL) leaves them for the next run, which removes the temporary folder.
 """
 
 from __future__ import annotations
