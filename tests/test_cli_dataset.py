@@ -118,8 +118,20 @@ def test_site_map_keys_match_sites_whatever_their_case(tmp_path):
     assert "me1anoma on leg" in captions and "on lower extremity" not in captions
 
 
+def test_settings_stack_field_defaults_the_project_table_and_the_options(tmp_path):
+    from orchestrator.dataset.settings import load_settings
+
+    cfg = _project(tmp_path, "repeats = 3\ntrigger = 'from-file'\n")
+    settings = load_settings(config=None, options={"repeats": None, "trigger": "given", "out": "elsewhere"},
+                             cwd=tmp_path)  # the project file found in cwd; None is an option not given
+    assert (settings.repeats, settings.trigger, settings.resolution, settings.class_name) == (3, "given", 256,
+                                                                                           "melanoma")
+    assert settings.out == tmp_path / "elsewhere" and settings.csv == (DEMO_DIR / "metadata.csv",)
+    assert load_settings(config=cfg, options={}, cwd=tmp_path / "sub").out == tmp_path / "built"
+
+
 def test_every_option_has_help_text():
-    from orchestrator.cli.main import dataset_build
+    from orchestrator.cli.dataset import dataset_build
 
     for param in dataset_build.params:
         assert getattr(param, "help", None), f"{param.name} has no --help text"

@@ -11,8 +11,8 @@ import toml
 from click.testing import CliRunner
 
 from orchestrator.cli.train import train
+from orchestrator.dataset.age import age_band
 from orchestrator.train.settings import load_preset
-from orchestrator.train.sample_prompts import age_band
 from train_helpers import DEFAULT_ROWS, make_dataset, write_fake_python, write_fake_sd_scripts
 
 

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from orchestrator.cli.main import main
 from orchestrator.common.errors import MedsynthError
 from orchestrator.evaluate.features import FEATURES, analyse, image_set, kolmogorov_survival, ks_two_sample
+from orchestrator.evaluate.record import read_evaluation_record
 from orchestrator.common.paths import DEMO_DIR
 
 DEMO_IMAGES = DEMO_DIR / "images"
@@ -132,6 +133,34 @@ def test_every_figure_of_the_page_loads_in_chromium_and_a_moved_page_says_so(mel
     moved = tmp_path / "moved.html"
     shutil.copy(out / "evaluation.html", moved)  # without evaluation_files/ beside it
     assert browser_image_check(moved, tmp_path / "p2") == (len(FEATURES) + 1, len(FEATURES) + 1)
+
+
+def test_evaluation_json_reads_back_as_written_with_its_schema_version(melanoma_vs_nevus, tmp_path):
+    summary, out, _ = melanoma_vs_nevus
+    record = read_evaluation_record(out)
+    assert summary["schema_version"] == record.schema_version == 1
+    assert (record.sets, record.features, record.run, record.fid_kid) == (summary["sets"], summary["features"],
+                                                                           None, None)
+    assert [row["figure"] for row in record.features] == [f"evaluation_files/hist_{f.key}.png" for f in FEATURES]
+    unversioned = {k: v for k, v in summary.items() if k != "schema_version"}  # as written before it had one
+    (tmp_path / "evaluation.json").write_text(json.dumps(unversioned))
+    assert read_evaluation_record(tmp_path) == record
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"schema_version": 3}, "evaluation record schema version 3; this medsynth reads version 1: evaluate again"),
+    ({"features": {}}, "key 'features' must be a list, got {} (hand-edited wrongly?): evaluate again"),
+    ({"sets": None}, "key 'sets' must be an object, got None"),
+])
+def test_a_hand_edited_evaluation_json_is_one_line_naming_the_file_and_key(melanoma_vs_nevus, tmp_path, edit,
+                                                                             message):
+    (tmp_path / "evaluation.json").write_text(json.dumps({**melanoma_vs_nevus[0], **edit}))
+    with pytest.raises(MedsynthError) as caught:
+        read_evaluation_record(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / 'evaluation.json'}: ") and message in str(caught.value)
+    with pytest.raises(MedsynthError, match=re.escape(f"{tmp_path / 'none'}: no evaluation.json: run "
+                                                      f"'medsynth evaluate' first")):
+        read_evaluation_record(tmp_path / "none")
 
 
 # ---- what REAL and SYNTH may be ----

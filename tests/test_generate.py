@@ -55,8 +55,7 @@ def _generate(fake, count=5, gpu_ids=(None,), **kw):
 
 
 def _metadata(plan) -> list[dict[str, str]]:
-    with open(plan.synthetic / "metadata.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return outputs.read_synthetic_metadata(plan.synthetic / "metadata.csv")
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -395,3 +394,49 @@ def test_prompts_keep_the_site_wording_the_dataset_was_captioned_with(tmp_path):
     prompts = [item.prompt for item in plan.items]
     assert any(" on back" in p for p in prompts)
     assert not any("posterior torso" in p for p in prompts)
+
+
+def test_generation_json_reads_back_as_the_settings_with_its_schema_version(fake):
+    plan, _, _ = _generate(fake, count=1)
+    assert json.loads((plan.synthetic / "generation.json").read_text())["schema_version"] == 1
+    assert outputs.read_generation(plan.synthetic) == plan.settings
+    assert outputs.read_generation(plan.synthetic / "nothing-here") is None
+
+
+DELETED = object()
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"schema_version": DELETED}, None),  # written before the file had a version: version 1, read as it is
+    ({"schema_version": 2}, "generation record schema version 2; this medsynth reads version 1"),
+    ({"steps": None}, "key 'steps' is None, not of type <class 'int'> (hand-edited wrongly?)"),
+    ({"network_args": "a=1"}, "key 'network_args' is 'a=1', not of type tuple[str, ...]"),
+    ({"sdpa": 1}, "key 'sdpa' is 1, not of type <class 'bool'>"),
+    ({"seed": DELETED}, "key 'seed' is missing (hand-edited wrongly?): move the folder away"),
+])
+def test_a_hand_edited_generation_json_is_one_line_naming_the_file_and_key(fake, edit, message):
+    plan, _, _ = _generate(fake, count=1)
+    path = plan.synthetic / "generation.json"
+    data = json.loads(path.read_text())
+    for key, value in edit.items():
+        if value is DELETED:
+            del data[key]
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+    if message is None:
+        assert outputs.read_generation(plan.synthetic) == plan.settings
+        return
+    with pytest.raises(MedsynthError) as caught:
+        outputs.read_generation(plan.synthetic)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_the_synthetic_metadata_reader_names_a_missing_column(fake):
+    plan, _, _ = _generate(fake, count=2)
+    assert [r["image_name"] for r in _metadata(plan)] == ["SYN_0000001", "SYN_0000002"]
+    path = plan.synthetic / "metadata.csv"
+    path.write_text(path.read_text().replace("lora_sha256", "lora_hash"))
+    with pytest.raises(MedsynthError, match=re.escape(f"{path}: not a medsynth generate metadata file: no column "
+                                                      f"'lora_sha256'")):
+        _metadata(plan)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from orchestrator.dataset import build as layout
+from orchestrator.dataset import outfolder
 from orchestrator.dataset.settings import DatasetSettings
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.build import build_dataset
@@ -131,7 +132,7 @@ def test_swap_cut_in_the_middle_is_recovered_on_the_next_run(tmp_path):
     settings = _settings(tmp_path)
     build_dataset(settings, progress=False)
     shutil.move(settings.out, tmp_path / ".ds.old")  # as if killed between the two renames
-    layout.recover_interrupted(settings.out)
+    outfolder.recover_interrupted(settings.out)
     assert (settings.out / "manifest.csv").is_file()
 
 
@@ -289,7 +290,7 @@ def test_out_inside_an_image_folder_is_refused_and_the_folder_gains_no_files(tmp
 def test_a_build_is_refused_while_another_holds_the_out_folder_and_its_work_is_kept(tmp_path):
     settings = _settings(tmp_path, workers=1)
     live = tmp_path / ".ds.building" / "train" / "1_melanoma"
-    with layout.build_lock(settings.out):  # as a running build holds it, with its half-built folder
+    with outfolder.build_lock(settings.out):  # as a running build holds it, with its half-built folder
         live.mkdir(parents=True)
         (live / "ISIC_0000002.jpg").write_bytes(b"being written")
         with pytest.raises(MedsynthError, match=rf"^out {settings.out}: another medsynth dataset build "

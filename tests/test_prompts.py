@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.train.sample_prompts import age_band, prompts_from_manifest, sample_prompts
+from orchestrator.dataset.age import age_band
+from orchestrator.train.sample_prompts import prompts_from_manifest, sample_prompts
 from train_helpers import caption_for, make_dataset
 
 
 def test_age_band_is_the_decade():
     assert age_band("57") == "50s" and age_band("50.0") == "50s" and age_band("") is None and age_band("x") is None
+
+
+def test_the_report_and_generate_band_ages_as_the_sample_prompts_do():
+    import pandas as pd
+
+    from orchestrator.dataset.report import MISSING, summarise
+    from orchestrator.generate.prompts import field_values
+
+    assert age_band(57) == age_band(57.0) == "50s" and age_band(pd.NA) is None and age_band(float("nan")) is None
+    table = pd.DataFrame({"sex": ["male", "female", "male"], "site": ["torso"] * 3,
+                          "age": pd.array([57, 75, None], dtype="Int64")})
+    assert summarise(table, hair=None, skipped=0).by_field["age band"] == {"50s": 1, "70s": 1, MISSING: 1}
+    rows = pd.DataFrame({"age": ["57", "75.0", ""]})
+    assert field_values(rows, "age_band", Path("manifest.csv")).tolist() == ["50s", "70s", ""]
 
 
 def test_most_frequent_combination_comes_first_in_caption_wording(tmp_path):

@@ -23,6 +23,7 @@ from generate_helpers import png_with_text
 from orchestrator.cli.reader_study import reader_study as reader_study_command
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import DEMO_DIR
+from orchestrator.dataset.record import DatasetRecord, write_record
 from orchestrator.evaluate.reader_study import (REAL, SYNTHETIC, binomial_two_sided, build_study, decode, image_files, pick,
                                        write_study)
 
@@ -89,7 +90,9 @@ def test_image_files_finds_a_datasets_image_folder_and_a_synthetic_images_folder
     (ds / "train" / "1_melanoma").mkdir(parents=True)
     cv2.imwrite(str(ds / "train" / "1_melanoma" / "ISIC_1.jpg"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(ds / "report.png"), np.zeros((8, 8, 3), np.uint8))
-    (ds / "dataset.json").write_text(json.dumps({"image_dir": "train/1_melanoma"}))
+    write_record(ds, DatasetRecord(class_name="melanoma", repeats=1, resolution=1024, image_dir="train/1_melanoma",
+                                   images=1, skipped=0, trigger="me1anoma", caption_extension=".caption",
+                                   manifest_sha256=""))
     assert image_files(ds) == [ds / "train" / "1_melanoma" / "ISIC_1.jpg"]
     assert len(image_files(folders[1])) == 30
     with pytest.raises(MedsynthError, match="no .jpg/.jpeg/.png images"):

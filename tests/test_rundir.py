@@ -14,8 +14,8 @@ from orchestrator.train.config import config_as_dict
 from orchestrator.train.settings import load_settings, preset_names, resolve_batch
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.prompts import parse_sample_prompts
-from orchestrator.runs.folder import (RENDERED, lora_files, newest_resumable_run, newest_state, read_dataset,
-                                      write_run_dir)
+from orchestrator.dataset.record import read_dataset
+from orchestrator.runs.folder import RENDERED, lora_files, newest_resumable_run, newest_state, write_run_dir
 from orchestrator.train.plan import plan_run, validate_plan
 from train_helpers import make_dataset
 

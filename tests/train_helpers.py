@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from orchestrator.dataset.record import DatasetRecord, write_record
+
 MANIFEST_COLUMNS = (
     "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "output_path", "sha256",
     "width", "height", "out_width", "out_height", "patient_id", "sex", "age", "site", "diagnosis", "malignant",
@@ -59,10 +61,10 @@ def make_dataset(root: Path, rows: Sequence[tuple[str, str, str, bool]] = DEFAUL
     writer.writerows(records)
     manifest = buf.getvalue()
     (root / "manifest.csv").write_text(manifest, encoding="utf-8", newline="")
-    meta = {"class_name": "melanoma", "repeats": repeats, "resolution": resolution,
-            "image_dir": image_dir.relative_to(root).as_posix(), "images": len(rows), "trigger": "me1anoma",
-            "caption_extension": ".caption", "manifest_sha256": hashlib.sha256(manifest.encode()).hexdigest()}
-    (root / "dataset.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_record(root, DatasetRecord(class_name="melanoma", repeats=repeats, resolution=resolution,
+                                     image_dir=image_dir.relative_to(root).as_posix(), images=len(rows),
+                                     skipped=skipped, trigger="me1anoma", caption_extension=".caption",
+                                     manifest_sha256=hashlib.sha256(manifest.encode()).hexdigest()))
     return root
 
 

@@ -13,8 +13,9 @@ Per-image problems never raise: they come back as ImageResult.error, a short rea
 "missing", "not a plain file" (folder, FIFO, device), "empty file", "unreadable", "corrupt" (no decodable
 image), "truncated" (JPEG without an end-of-image marker after its last scan, PNG without IEND, or headers
 cut short), "grayscale" (a 1-component JPEG, a gray PNG), "cmyk" (a 4-component JPEG), "alpha channel"
-(a 4-channel PNG or other format). A colour JPEG whose three channels happen to be equal is accepted: it is
-an RGB file, and telling a gray-looking lesion from a gray image is not a file check.
+(a 4-channel PNG or other format); the checks before any decode are in orchestrator.dataset.jpeg. A colour
+JPEG whose three channels happen to be equal is accepted: it is an RGB file, and telling a gray-looking
+lesion from a gray image is not a file check.
 
 With `skin_tone`, the same decoded image also gives the skin's ITA (vision/skin_tone.py), so the tone costs
 no second decode.
@@ -31,10 +32,8 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
-import struct
 import sys
 import threading
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.jpeg import check_container, jpeg_header
 from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy, working_image
 from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita
 from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
@@ -55,10 +55,6 @@ from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
 # (v2: always measured on the working-size decode; v1 used the output's, which depended on the resolution)
 HAIR_ALGORITHM = f"seed-canny-contours/v2/work{WORKING_SIZE}/ref{REFERENCE_SIZE}"
 JPEG_QUALITY = 95
-_JPEG_SOI = b"\xff\xd8"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# a marker in a JPEG's entropy-coded data: FF followed by neither a stuffed 00, a restart marker nor a fill FF
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _FICLONE = 0x40049409  # linux/fs.h: share the source's blocks copy-on-write (btrfs, xfs), never its inode
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
@@ -141,7 +137,7 @@ def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, li
     except OSError:
         return failed("unreadable")
     sha = hashlib.sha256(data).hexdigest()
-    kind, problem = _check_container(data)
+    kind, problem = check_container(data)
     if problem:
         return failed(problem, sha)
 
@@ -191,90 +187,11 @@ def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, li
     return result, [width, height, score] + ([ita] if job.skin_tone else [])
 
 
-def _check_container(data: bytes) -> tuple[str, str | None]:
-    """('jpeg' | 'png' | 'other', problem or None) from the bytes, without decoding pixels."""
-    if data.startswith(_JPEG_SOI):
-        return "jpeg", _check_jpeg(data)
-    if data.startswith(_PNG_SIGNATURE):
-        # the last chunk must be IEND (a truncated download loses it)
-        return "png", None if data.rstrip(b"\0")[-8:-4] == b"IEND" else "truncated"
-    return "other", None
-
-
-def _check_jpeg(data: bytes) -> str | None:
-    header = _jpeg_header(data)
-    if header is None:
-        return "truncated"  # the segments ran out before the first scan
-    components = header[2]
-    if components == 1:
-        return "grayscale"
-    if components == 4:
-        return "cmyk"
-    if components != 3:
-        return "corrupt"
-    return None if _ends_with_eoi(data) else "truncated"
-
-
-def _ends_with_eoi(data: bytes) -> bool:
-    """Whether the image data reach an end-of-image marker: walks the segments and scans (a progressive JPEG
-    has several) to the first EOI. Bytes after it (camera and vendor trailers) may hold anything, FF DA or
-    FF D9 included, so neither is searched for in the whole file."""
-    pos = data.find(b"\xff\xda")  # the first scan: _jpeg_header walked the segments before it
-    while True:
-        # the scan header's length, then entropy-coded data, in which a marker is FF + a non-stuffing byte
-        if pos < 0 or pos + 4 > len(data):
-            return False
-        match = _JPEG_MARKER.search(data, pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0])
-        while match is not None:
-            marker = data[match.start() + 1]
-            if marker == 0xD9:
-                return True
-            if marker == 0xDA:
-                break
-            # a segment between scans (DHT, DQT, DRI, COM, APPn): skip its length
-            seg = match.start()
-            if seg + 4 > len(data):
-                return False
-            match = _JPEG_MARKER.search(data, seg + 2 + struct.unpack(">H", data[seg + 2:seg + 4])[0])
-        if match is None:
-            return False
-        pos = match.start()
-
-
-def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, colour components) from the SOF segment, walking the segments up to the first scan;
-    components is 0 when no SOF precedes the scan; None when the data ends first."""
-    pos, size = 2, (0, 0, 0)
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return size  # not a marker where one must be: the decoder will reject it
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            pos += 2
-            continue
-        if marker == 0xDA:  # start of scan: the entropy-coded data follows
-            return size
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and pos + 10 <= len(data):
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])  # SOFn: length, precision, h, w, n
-            size = (width, height, data[pos + 9])
-        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
-    return None
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, without decoding; None for other data."""
-    header = _jpeg_header(data) if data.startswith(_JPEG_SOI) else None
-    return (header[0], header[1]) if header and header[0] and header[1] else None
-
-
 def decode_reduced(data: bytes, need: int) -> np.ndarray | None:
     """A JPEG decoded at the largest libjpeg reduction (1/2, 1/4, 1/8) whose long side stays >= need;
     other formats at full size. BGR, EXIF orientation ignored; None when the bytes do not decode."""
     flags = cv2.IMREAD_COLOR
-    header = _jpeg_header(data) if data.startswith(_JPEG_SOI) else None
+    header = jpeg_header(data)
     if header is not None:
         long_side = max(header[:2])
         for factor, reduced in _REDUCED:
@@ -291,7 +208,7 @@ def _decode(data: bytes, kind: str, resolution: int | None) -> tuple[np.ndarray,
         image = decode_reduced(data, max(WORKING_SIZE, resolution or 0))
         if image is None:
             return np.empty(0), 0, 0, "corrupt"
-        width, height, _ = _jpeg_header(data)  # type: ignore[misc]  # validated by _check_jpeg
+        width, height, _ = jpeg_header(data)  # type: ignore[misc]  # validated by check_container
         return image, width, height, None
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.dataset.age import age_band
 from orchestrator.vision.skin_tone import BAND_NAMES
 
 MISSING = "(missing)"
@@ -24,14 +25,6 @@ class DatasetReport:
     duplicates: int = 0            # rows of the selected class left out as duplicates (--duplicates)
     missing: int = 0               # a plan's rows whose image is not in the image folders
     planned: bool = False          # a dry run's plan: `images` are the rows with an image, nothing was built
-
-
-def age_band(age) -> str:
-    """Decades, as the sample prompts group ages: 55 -> '50-59'."""
-    if age is None or age is pd.NA or pd.isna(age):
-        return MISSING
-    low = int(age) // 10 * 10
-    return f"{low}-{low + 9}"
 
 
 def _counts(values: Sequence) -> dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.common import paths
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.project_file import find_project_file, load_project_file
 from orchestrator.dataset.ingest.detect import FORMATS
 from orchestrator.common.suggest import did_you_mean
 
@@ -115,6 +116,18 @@ def project_layer(project: Path, table: Mapping[str, Any]) -> dict[str, Any]:
     layer = settings_from_mapping(table, base=base, source=f"{project} [dataset]")
     layer.setdefault("caption_template", paths.find_template("caption.j2", base))
     return layer
+
+
+def load_settings(*, config: Path | None, options: Mapping[str, Any], cwd: Path) -> DatasetSettings:
+    """Field defaults < the project file's [dataset] table (`config`, else <cwd>/medsynth.toml when there is
+    one) < `options`, the command line's settings (None: not given; relative paths are relative to `cwd`)."""
+    layers = []
+    project = find_project_file(config, cwd)
+    if project is not None:
+        layers.append(project_layer(project, load_project_file(project)["dataset"]))
+    layers.append(settings_from_mapping({k: v for k, v in options.items() if v is not None}, base=cwd,
+                                        source="command line"))
+    return resolve_settings(*layers)
 
 
 def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:

@@ -25,7 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.dataset.images import decode_reduced, jpeg_size
+from orchestrator.dataset.images import decode_reduced
+from orchestrator.dataset.jpeg import jpeg_size
+from orchestrator.dataset.record import has_record
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.runs.record import read_record
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
@@ -91,7 +93,7 @@ def image_set(path: Path) -> ImageSet:
     if not path.is_dir():
         raise MedsynthError(f"{path}: not a folder (give a folder of images, a dataset folder or a "
                             f"generate output)")
-    if (path / "dataset.json").is_file() and (path / "train").is_dir():
+    if has_record(path) and (path / "train").is_dir():
         kind, root, files = "dataset", path / "train", _images_in(path / "train", recursive=True)
     elif (path / "synthetic" / "images").is_dir():
         kind, root = "synthetic", path / "synthetic" / "images"
@@ -301,22 +303,6 @@ class Evaluation:
 
     def comparison(self) -> list[dict[str, Any]]:
         return compare(self.real_records, self.synth_records)
-
-    def as_dict(self) -> dict[str, Any]:
-        """What evaluation.json holds (no timestamps: the same inputs give the same file)."""
-        return {
-            "note": "Features are automated image measurements; the TDS is an estimate with a diameter proxy "
-                    "for D (see orchestrator/vision/lesion.py), not a diagnosis.",
-            "sets": {"real": set_summary(self.real, self.real_records),
-                     "synthetic": set_summary(self.synth, self.synth_records)},
-            "features": self.comparison(),
-            "run": None if self.run_dir is None else {
-                "path": str(self.run_dir), "trend": epoch_trend(self.real_records, self.points)},
-            "fid_kid": self.fid,
-            "images": {"real": [r.as_dict() for r in self.real_records],
-                       "synthetic": [r.as_dict() for r in self.synth_records],
-                       "run_samples": {c.label: [r.as_dict() for r in recs] for c, recs in self.points}},
-        }
 
 
 def usable_or_fail(images: ImageSet, records: Sequence[ImageRecord]) -> None:

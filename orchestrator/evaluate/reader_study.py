@@ -31,6 +31,7 @@ import numpy as np
 
 from orchestrator.common import paths
 from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.record import has_record, read_record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REAL, SYNTHETIC = 0, 1
@@ -47,12 +48,8 @@ def image_files(folder: Path) -> list[Path]:
     holding synthetic/ (a run folder after `medsynth generate`, as `evaluate` takes it), or a folder."""
     if not folder.is_dir():
         raise MedsynthError(f"{folder}: not a folder")
-    meta = folder / "dataset.json"
-    if meta.is_file():
-        try:
-            folder = folder / json.loads(meta.read_text(encoding="utf-8"))["image_dir"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise MedsynthError(f"{meta}: unreadable ({exc!r})") from exc
+    if has_record(folder):
+        folder = folder / read_record(folder).image_dir
     elif (folder / "images").is_dir():
         folder = folder / "images"
     elif (folder / "synthetic" / "images").is_dir():  # not the run folder's own PNGs (contact sheet, ...)

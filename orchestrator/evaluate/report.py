@@ -1,11 +1,11 @@
-"""Writes an evaluation: evaluation.json, evaluation.html (templates/evaluation.html.j2) and its figures in
-evaluation_files/ (one histogram PNG per feature, real and synthetic side by side; the skin-tone bands; with a
-run, the per-epoch trend). Links are relative, so the folder can be moved as a whole. Every file is written
-to a temporary name and renamed into place."""
+"""Writes an evaluation: evaluation.json (its contents and format: evaluate/record.py), evaluation.html
+(templates/evaluation.html.j2) and its figures in evaluation_files/ (one histogram PNG per feature, real and
+synthetic side by side; the skin-tone bands; with a run, the per-epoch trend). Links are relative, so the
+folder can be moved as a whole. Every file is written to a temporary name and renamed into place."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +16,9 @@ import jinja2
 import numpy as np
 
 from orchestrator.common import paths
+from orchestrator.common.atomic import write_atomic
 from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values
+from orchestrator.evaluate.record import evaluation_record, write_evaluation_record
 from orchestrator.vision.skin_tone import BAND_NAMES
 
 ASSETS = "evaluation_files"
@@ -119,12 +121,6 @@ def trend_chart(trend: list[dict[str, Any]], real_means: dict[str, float | None]
     _save(fig, path)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _render(context: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -134,32 +130,31 @@ def _render(context: dict[str, Any]) -> str:
 def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
     out.mkdir(parents=True, exist_ok=True)
     (out / ASSETS).mkdir(exist_ok=True)
-    summary = evaluation.as_dict()
+    record = evaluation_record(evaluation)
     figures: list[Path] = []
-    rows = summary["features"]
-    for feature, row in zip(FEATURES, rows):
+    rows = []
+    for feature, row in zip(FEATURES, record.features):
         path = out / ASSETS / f"hist_{feature.key}.png"
         histogram(feature, feature_values(evaluation.real_records, feature.key),
                   feature_values(evaluation.synth_records, feature.key), row, path)
-        row["figure"] = f"{ASSETS}/{path.name}"
+        rows.append({**row, "figure": f"{ASSETS}/{path.name}"})
         figures.append(path)
-    sets = summary["sets"]
+    record = dataclasses.replace(record, features=rows)
     tone_path = out / ASSETS / "skin_tone.png"
-    tone_chart(sets["real"]["skin_tone"], sets["synthetic"]["skin_tone"], tone_path)
+    tone_chart(record.sets["real"]["skin_tone"], record.sets["synthetic"]["skin_tone"], tone_path)
     figures.append(tone_path)
     trend_figure = None
-    if summary["run"] is not None:
+    if record.run is not None:
         trend_path = out / ASSETS / "trend.png"
-        trend_chart(summary["run"]["trend"], {r["key"]: r["real"]["mean"] for r in rows}, trend_path)
+        trend_chart(record.run["trend"], {r["key"]: r["real"]["mean"] for r in rows}, trend_path)
         figures.append(trend_path)
         trend_figure = f"{ASSETS}/{trend_path.name}"
-    json_path = out / "evaluation.json"
-    _write_text(json_path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    context = {"summary": summary, "features": rows, "tone_figure": f"{ASSETS}/{tone_path.name}",
+    json_path = write_evaluation_record(out, record)
+    context = {"summary": record, "features": rows, "tone_figure": f"{ASSETS}/{tone_path.name}",
                "trend_figure": trend_figure, "bands": BAND_NAMES,
                "feature_keys": [f.key for f in FEATURES]}
     html_path = out / "evaluation.html"
-    _write_text(html_path, _render(context))
+    write_atomic(html_path, _render(context))
     return Written(html_path, json_path, tuple(figures))
 
 

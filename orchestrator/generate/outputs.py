@@ -1,6 +1,8 @@
-"""The synthetic/ folder of `medsynth generate`: images named SYN_<n:07d>.png, the seed and prompt sd-scripts
-writes into each PNG's text chunks, metadata.csv in ISIC 2020 form, and generation.json (the settings the
-images were made with, which a re-run into the same folder must match)."""
+"""The synthetic/ folder of `medsynth generate` and the one owner of its files: images named SYN_<n:07d>.png, the
+seed and prompt sd-scripts writes into each PNG's text chunks, metadata.csv in ISIC 2020 form (write_metadata,
+read_synthetic_metadata) and generation.json, the settings the images were made with, which a re-run into the
+same folder must match (write_generation, read_generation; it carries a schema_version, and a file without one
+was written before it had one: version 1)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ import json
 import os
 import struct
 import zlib
+import types
+import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.jsonrecord import field_error, load_versioned
 from orchestrator.generate.command import GenSettings
 from orchestrator.generate.prompts import Item
 from orchestrator.common.atomic import write_atomic
@@ -22,6 +28,8 @@ from orchestrator.common.atomic import write_atomic
 ISIC2020_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
                     "diagnosis", "benign_malignant", "target")
 EXTRA_COLUMNS = ("synthetic", "prompt", "seed", "lora_file", "lora_sha256")
+GENERATION_NAME = "generation.json"
+GENERATION_SCHEMA_VERSION = 1
 
 
 def png_text(path: Path) -> dict[str, str]:
@@ -86,18 +94,71 @@ def write_metadata(path: Path, rows: Sequence[Mapping[str, str]], extra_fields: 
     write_atomic(path, buf.getvalue())
 
 
+def read_synthetic_metadata(path: Path) -> list[dict[str, str]]:
+    """The rows of a synthetic/metadata.csv, one dict per image in the file's column order; a MedsynthError
+    naming the file (and column) when it cannot be read or lacks a column write_metadata writes."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in (*ISIC2020_COLUMNS, *EXTRA_COLUMNS) if c not in (reader.fieldnames or ())]
+            if missing:
+                raise MedsynthError(f"{path}: not a medsynth generate metadata file: no column '{missing[0]}'")
+            return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MedsynthError(f"{path}: cannot read the synthetic metadata: {getattr(exc, 'strerror', None) or exc}") \
+            from exc
+
+
+def _json_values(s: GenSettings) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(s)))  # tuples as lists, as the file holds them
+
+
+def write_generation(synthetic: Path, s: GenSettings) -> None:
+    data = {"schema_version": GENERATION_SCHEMA_VERSION, **_json_values(s)}
+    write_atomic(synthetic / GENERATION_NAME, json.dumps(data, indent=1) + "\n")
+
+
+def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(whether the JSON value fits the GenSettings type hint, the value as that type)."""
+    if isinstance(hint, types.UnionType):  # X | None
+        return next(((True, v) for ok, v in (_typed(value, h) for h in typing.get_args(hint)) if ok), (False, value))
+    if hint is type(None):
+        return value is None, value
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a JSON list
+        return isinstance(value, list) and all(isinstance(v, str) for v in value), tuple(value or ())
+    if hint is float:  # JSON writes 7.0 as 7.0, a hand-written 7 is as good
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    return isinstance(value, hint) and (hint is bool or not isinstance(value, bool)), value
+
+
+def read_generation(synthetic: Path) -> GenSettings | None:
+    """The settings synthetic/generation.json records (None when there is none); a MedsynthError naming the
+    file (and key) when it is not JSON, hand-edited wrongly or of another schema version."""
+    path = synthetic / GENERATION_NAME
+    if not path.is_file():
+        return None
+    fix = "move the folder away or choose another --out"
+    data = load_versioned(path, what="generation record", version=GENERATION_SCHEMA_VERSION, fix=fix)
+    hints = typing.get_type_hints(GenSettings)
+    values = {}
+    for f in fields(GenSettings):
+        if f.name not in data:
+            raise field_error(path, f.name, "is missing", fix)
+        ok, values[f.name] = _typed(data[f.name], hints[f.name])
+        if not ok:
+            raise field_error(path, f.name, f"is {data[f.name]!r}, not of type {hints[f.name]}", fix)
+    return GenSettings(**values)
+
+
 def check_previous(synthetic: Path, s: GenSettings) -> None:
     """A folder already holding images made with other settings is refused (they would mix)."""
-    path = synthetic / "generation.json"
-    if not path.is_file():
+    previous = read_generation(synthetic)
+    if previous is None:
         return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MedsynthError(f"{path}: unreadable ({exc}): move the folder away or choose another --out") from exc
-    new = json.loads(json.dumps(asdict(s)))
-    diff = [k for k in new if old.get(k) != new[k]]
+    old, new = _json_values(previous), _json_values(s)
+    diff = [k for k in new if old[k] != new[k]]
     if diff:
         k = diff[0]
-        raise MedsynthError(f"{synthetic} holds images made with {k} = {old.get(k)!r}, this run has {new[k]!r}: "
+        raise MedsynthError(f"{synthetic} holds images made with {k} = {old[k]!r}, this run has {new[k]!r}: "
                             f"choose another --out (or the same settings to continue)")

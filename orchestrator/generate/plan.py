@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.record import RECORD_NAME, has_record, read_record
 from orchestrator.generate.command import GEN_SCRIPT, GenSettings, prompt_line
 from orchestrator.generate.outputs import image_matches, image_name
 from orchestrator.generate.prompts import Item
@@ -141,11 +142,10 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     lora, epoch = lora_for_epoch(run, epoch)
     check_lora_file(lora)
     dataset = run.dataset
-    try:
-        meta = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MedsynthError(f"{run_dir}: the run's dataset {dataset} is gone or unreadable ({exc}): the prompts "
-                            f"come from its manifest.csv") from exc
+    if not has_record(dataset):
+        raise MedsynthError(f"{run_dir}: the run's dataset {dataset} is gone (no {RECORD_NAME}): the prompts "
+                            f"come from its manifest.csv")
+    record = read_record(dataset)
     manifest = dataset / "manifest.csv"
     if not manifest.is_file():
         raise MedsynthError(f"{manifest}: missing: the prompts come from the training manifest")
@@ -156,12 +156,12 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
         notes.append(f"warning: {manifest} changed since the run was trained (rebuilt dataset): prompts follow "
                      f"the current manifest")
     # the dataset's own caption wording unless --caption-template overrides it (older builds recorded none)
-    template = caption_template or (Path(meta["caption_template"]) if meta.get("caption_template") else None)
+    template = caption_template or (Path(record.caption_template) if record.caption_template else None)
     if template is not None and not template.is_file():
-        raise MedsynthError(f"{template}: caption template not found (recorded in {dataset / 'dataset.json'}); "
+        raise MedsynthError(f"{template}: caption template not found (recorded in {dataset / RECORD_NAME}); "
                             f"give --caption-template")
     captions = CaptionSettings(**({"template": template} if template else {}),
-                               trigger=str(meta.get("trigger", "me1anoma")), site_map=dict(meta.get("site_map", {})))
+                               trigger=record.trigger, site_map=dict(record.site_map))
     items = plan_items(manifest, count, seed=seed, balance=balance, settings=captions, keep_hair=keep_hair)
     # the band each image was drawn with, when the dataset was built with --skin-tone
     extra_fields = ("skin_tone",) if any(i.row.get("skin_tone") for i in items) else ()

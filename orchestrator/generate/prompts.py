@@ -25,7 +25,7 @@ from orchestrator.dataset.captions import CaptionSettings, render_captions
 from orchestrator.common.errors import MedsynthError
 from orchestrator.generate.fields import BALANCE_FIELDS
 from orchestrator.dataset.lesions import LESION_COLUMNS, conform
-from orchestrator.dataset.report import age_band
+from orchestrator.dataset.age import age_band
 
 MAX_SEED = 0x7FFFFFFF  # sd-scripts draws its own seeds in 0..2**31-1
 # sdxl_gen_img.py splits a prompt line on " --" and expands {a|b} variants: neither may be in a prompt
@@ -60,7 +60,7 @@ def read_manifest(manifest: Path) -> pd.DataFrame:
 def field_values(table: pd.DataFrame, field: str, manifest: Path) -> pd.Series:
     """The per-row value of a balance field ('' when missing)."""
     if field == "age_band":
-        return table["age"].map(lambda a: "" if a == "" else age_band(int(float(a))))
+        return table["age"].map(lambda a: age_band(a) or "")
     if field not in table.columns:
         raise MedsynthError(f"--balance {field}: {manifest} has no '{field}' column"
                             + (" (build the dataset with --skin-tone)" if field == "skin_tone" else ""))

@@ -8,23 +8,21 @@ before each line)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.process import run_children
 from orchestrator.generate.command import GenSettings, gen_command, prompt_line
 from orchestrator.generate.prompts import Item
 from orchestrator.generate.outputs import (check_previous, image_matches, image_name, metadata_rows, png_text,
-                                           write_metadata)
+                                           write_generation, write_metadata)
 
 
 @dataclass
@@ -63,7 +61,7 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
     images = synthetic / "images"
     images.mkdir(parents=True, exist_ok=True)
     check_previous(synthetic, s)
-    write_atomic(synthetic / "generation.json", json.dumps(asdict(s), indent=1) + "\n")
+    write_generation(synthetic, s)
     kept = {i.number for i in items if image_matches(images / f"{image_name(i)}.png", i)}
     todo = [i for i in items if i.number not in kept]
     code, made = 0, []

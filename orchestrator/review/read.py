@@ -20,7 +20,7 @@ from orchestrator.runs.outputs import Column
 from orchestrator.runs.record import is_run_dir, run_dirs_in
 from orchestrator.runs.sweep_record import SweepListing, is_sweep_record_dir, read_sweep_record
 from orchestrator.runs.tfevents import Point
-from orchestrator.train.sample_prompts import age_band
+from orchestrator.dataset.age import age_band
 
 
 # ----------------------------------------------------------------------------------------------- a run

@@ -14,7 +14,6 @@ The first five are written into a temporary sibling and renamed into place toget
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,56 +29,11 @@ from typing import Any
 from orchestrator.common.errors import MedsynthError
 from orchestrator.runs.record import read_record, record_mtime_ns, run_dirs_in, write_record
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RENDERED = ("dataset.toml", "train.toml", "sample_prompts.txt")
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    """What `medsynth dataset build` recorded in <dataset>/dataset.json, checked against the folder."""
-
-    path: Path
-    class_name: str
-    repeats: int
-    resolution: int | None          # None: built with --no-resize (the images are at their native size)
-    image_dir: Path
-    images: int
-    trigger: str
-    caption_extension: str
-    manifest: Path
-    manifest_sha256: str
-
-
-def read_dataset(path: Path) -> DatasetInfo:
-    meta_path = path / "dataset.json"
-    if not meta_path.is_file():
-        raise MedsynthError(f"{path}: not a medsynth dataset (no dataset.json): run 'medsynth dataset build' first")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        info = DatasetInfo(path=path.resolve(), class_name=str(meta["class_name"]), repeats=int(meta["repeats"]),
-                           resolution=None if meta["resolution"] is None else int(meta["resolution"]),
-                           image_dir=(path / meta["image_dir"]).resolve(),
-                           images=int(meta["images"]), trigger=str(meta.get("trigger", "")),
-                           caption_extension=str(meta.get("caption_extension", ".caption")),
-                           manifest=(path / "manifest.csv").resolve(),
-                           manifest_sha256=str(meta.get("manifest_sha256", "")))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MedsynthError(f"{meta_path}: unreadable or incomplete ({exc!r}): rebuild the dataset") from exc
-    if not info.image_dir.is_dir():
-        raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
-    found = sum(1 for p in info.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if found == 0:
-        raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
-    if found != info.images:
-        raise MedsynthError(f"{meta_path} lists {info.images} images but {info.image_dir} holds {found}: "
-                            f"rebuild the dataset")
-    if info.manifest_sha256 and info.manifest.is_file():
-        digest = hashlib.sha256(info.manifest.read_bytes()).hexdigest()
-        if digest != info.manifest_sha256:
-            raise MedsynthError(f"{info.manifest} changed since the dataset was built (sha256 differs from "
-                                f"dataset.json): rebuild the dataset")
-    return info
 
 
 def check_run_name(name: str) -> str:

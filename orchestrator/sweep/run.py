@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import SD_SCRIPTS_COMMIT
-from orchestrator.runs.folder import DatasetInfo, read_dataset
+from orchestrator.dataset.record import DatasetInfo, read_dataset
 from orchestrator.runs.outputs import run_scalars
 from orchestrator.runs.record import read_record
 from orchestrator.runs.sweep_record import write_sweep_record

@@ -17,7 +17,8 @@ import toml
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import find_template
-from orchestrator.runs.folder import DatasetInfo, check_run_name, read_dataset
+from orchestrator.dataset.record import DatasetInfo, read_dataset
+from orchestrator.runs.folder import check_run_name
 from orchestrator.train.config import Layer, TrainConfig, config_as_dict
 from orchestrator.train.schedule import Schedule, schedule
 from orchestrator.train.settings import BatchChoice, Preset, Settings, choose_batch, resolve_batch

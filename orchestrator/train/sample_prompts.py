@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.dataset.age import age_band
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,6 @@ class SamplePrompt:
     text: str
     seed: int
     source: str          # "manifest: 12 images female/lower extremity/50s", "sample_prompts", a file:line
-
-
-def age_band(age: str | None) -> str | None:
-    """'57' / '57.0' -> '50s'; missing or unreadable -> None."""
-    if not age:
-        return None
-    try:
-        return f"{int(float(age)) // 10 * 10}s"
-    except ValueError:
-        return None
 
 
 def _truthy(value: str | None) -> bool:

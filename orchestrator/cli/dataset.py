@@ -1,0 +1,88 @@
+"""`medsynth dataset build`: options -> orchestrator.dataset.build.build_from_options; prints what was built."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def dataset() -> None:
+    """Build kohya training folders from ISIC metadata and images."""
+
+
+@dataset.command("build")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Project file to read the [dataset] table from (default: ./medsynth.toml if present).")
+@click.option("--csv", "csv", multiple=True, type=click.Path(path_type=Path),
+              help="Metadata CSV (ISIC 2020, ISIC 2019 metadata or ground truth, HAM10000, ISIC Archive export). "
+                   "Repeat for several; the same image id from two sources is kept once.")
+@click.option("--images", multiple=True, type=click.Path(path_type=Path),
+              help="Folder holding the <image>.jpg (.jpeg, .png) files, named as in the CSV. Repeat for several; "
+                   "searched in order.")
+@click.option("--duplicates", type=click.Path(path_type=Path),
+              help="ISIC 2020 duplicates CSV (image_name_1,image_name_2): image_name_2 of each pair is dropped.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Dataset folder to (re)build. It is replaced whole, so it must be new, empty or an earlier "
+                   "build, and must not hold the CSVs or images.")
+@click.option("--format", "fmt", type=click.Choice(["isic2020", "isic2019", "ham10000", "isic_archive"]),
+              help="Force the metadata format instead of detecting it from each CSV's header.")
+@click.option("--class", "class_name",
+              help="Class name of the kohya folder <repeats>_<class> (default melanoma, also with --diagnosis "
+                   "or --benign: name the class you select).")
+@click.option("--diagnosis", "diagnoses", multiple=True,
+              help="Diagnosis to select, as the readers name it, e.g. nevus, 'basal cell carcinoma' (repeatable; "
+                   "case-insensitive; default melanoma).")
+@click.option("--benign/--no-benign", default=None,
+              help="Select benign lesions instead of diagnoses (--no-benign undoes a project-file true).")
+@click.option("--repeats", type=int, help="kohya num_repeats for the class folder (default 1).")
+@click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
+@click.option("--resize/--no-resize", "resize", default=None,
+              help="--no-resize copies the original images (a reflink where the file system has them) instead of resizing them.")
+@click.option("--trigger", help="Trigger token used in captions (default me1anoma).")
+@click.option("--caption-template", type=click.Path(path_type=Path, dir_okay=False),
+              help="Jinja template for captions (default templates/caption.j2).")
+@click.option("--workers", type=int, help="Threads for the image stage (default: all cores).")
+@click.option("--strict/--no-strict", default=None,
+              help="Fail on the first missing or unusable image instead of recording a skip.")
+@click.option("--skin-tone/--no-skin-tone", "skin_tone", default=None,
+              help="Measure each image's skin tone (ITA of the skin around the lesion, Chardon band): stored in "
+                   "the manifest (ita, skin_tone), given to the caption template as skin_tone, counted in the report.")
+@click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
+                  resolution, resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
+                  quiet) -> None:
+    """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
+    from orchestrator.dataset.build import build_from_options
+    from orchestrator.dataset.report import format_report
+
+    started = time.perf_counter()
+    options = {
+        "csv": list(map(str, csv)) or None, "images": list(map(str, images)) or None,
+        "duplicates": str(duplicates) if duplicates else None, "out": str(out) if out else None,
+        "format": fmt, "class_name": class_name, "diagnoses": list(diagnoses) or None, "benign": benign,
+        "repeats": repeats, "resolution": resolution, "resize": resize,
+        "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
+        "workers": workers, "strict": strict, "skin_tone": skin_tone,
+    }
+    result = build_from_options(config=config_path, options=options, cwd=Path.cwd(), dry_run=dry_run,
+                                progress=not quiet, warn=lambda line: click.echo(line, err=True))
+    settings = result.settings
+    click.echo(format_report(result.report), nl=False)
+    elapsed = time.perf_counter() - started
+    if result.dry_run:
+        to_build = result.selected - result.missing
+        click.echo(f"dry run: {result.selected} rows selected, {result.missing} missing images, "
+                   f"{result.duplicates} duplicates dropped; would write {to_build} images + captions to "
+                   f"{result.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+        if to_build == 0:
+            click.echo(f"warning: none of the {result.selected} selected images is in "
+                       f"{', '.join(map(str, settings.images))}: a build would fail (no usable images)", err=True)
+    else:
+        click.echo(f"wrote {result.written} images + captions to {result.out} "
+                   f"({result.skipped} skipped, {result.duplicates} duplicates dropped, "
+                   f"{result.reused} reused from the previous build) in {elapsed:.1f} s; "
+                   f"manifest: {result.out / 'manifest.csv'}")

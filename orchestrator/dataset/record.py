@@ -1,0 +1,115 @@
+"""dataset.json, what `medsynth dataset build` records about a dataset folder: its one writer, its one reader,
+and the dataset as training reads it (read_dataset: the record checked against the folder's images and manifest).
+
+Nothing else parses the file. A file without `schema_version` was written before it had one and is read as
+version 1; a file of another version is refused with a message saying to rebuild the dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.common.atomic import write_atomic
+from orchestrator.common.errors import MedsynthError
+from orchestrator.common.jsonrecord import FieldTypes, field_error, load_versioned, typed_fields
+
+SCHEMA_VERSION = 1
+RECORD_NAME = "dataset.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    class_name: str
+    repeats: int
+    resolution: int | None          # None: built with --no-resize (the images are at their native size)
+    image_dir: str                  # the kohya class folder, relative to the dataset folder
+    images: int
+    skipped: int
+    trigger: str
+    caption_extension: str
+    manifest_sha256: str
+    # how the captions were worded, so `medsynth generate` words its prompts the same way; builds before
+    # these two were recorded have neither (None, {})
+    caption_template: str | None = None
+    site_map: Mapping[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+_FIX = "rebuild the dataset"
+_TYPES: FieldTypes = {
+    "class_name": ((str,), "a string"), "repeats": ((int,), "an integer"),
+    "resolution": ((int, type(None)), "an integer or null"), "image_dir": ((str,), "a string"),
+    "images": ((int,), "an integer"), "skipped": ((int,), "an integer"), "trigger": ((str,), "a string"),
+    "caption_extension": ((str,), "a string"), "manifest_sha256": ((str,), "a string"),
+    "caption_template": ((str, type(None)), "a string or null"), "site_map": ((dict,), "an object"),
+}
+_OPTIONAL = ("caption_template", "site_map")  # builds before these were recorded have neither
+
+
+def has_record(folder: Path) -> bool:
+    """The folder holds a dataset build's record (it is, or was meant to be, a dataset folder)."""
+    return (folder / RECORD_NAME).is_file()
+
+
+def write_record(folder: Path, record: DatasetRecord) -> None:
+    data = dataclasses.asdict(record)
+    data["site_map"] = dict(record.site_map)
+    write_atomic(folder / RECORD_NAME, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def read_record(folder: Path) -> DatasetRecord:
+    """The record of the dataset in `folder`; a MedsynthError naming the file (and key) when it is missing,
+    not JSON, hand-edited wrongly or of another schema version."""
+    path = folder / RECORD_NAME
+    if not path.is_file():
+        raise MedsynthError(f"{folder}: not a medsynth dataset (no {RECORD_NAME}): run 'medsynth dataset build' first")
+    data = load_versioned(path, what="dataset record", version=SCHEMA_VERSION, fix=_FIX)
+    values = typed_fields(path, data, _TYPES, fix=_FIX, optional=_OPTIONAL)
+    if not all(isinstance(v, str) for v in values.get("site_map", {}).values()):
+        raise field_error(path, "site_map", "must map sites to caption texts", _FIX)
+    return DatasetRecord(**values)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset folder as training reads it: its record, checked against the folder, with absolute paths."""
+
+    path: Path
+    class_name: str
+    repeats: int
+    resolution: int | None          # None: built with --no-resize (the images are at their native size)
+    image_dir: Path
+    images: int
+    trigger: str
+    caption_extension: str
+    manifest: Path
+    manifest_sha256: str
+
+
+def read_dataset(path: Path) -> DatasetInfo:
+    """The dataset in `path`, refused when its images or manifest no longer are what the build recorded."""
+    record = read_record(path)
+    meta_path = path / RECORD_NAME
+    info = DatasetInfo(path=path.resolve(), class_name=record.class_name, repeats=record.repeats,
+                       resolution=record.resolution, image_dir=(path / record.image_dir).resolve(),
+                       images=record.images, trigger=record.trigger, caption_extension=record.caption_extension,
+                       manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256)
+    if not info.image_dir.is_dir():
+        raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
+    found = sum(1 for p in info.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if found == 0:
+        raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
+    if found != info.images:
+        raise MedsynthError(f"{meta_path} lists {info.images} images but {info.image_dir} holds {found}: "
+                            f"rebuild the dataset")
+    if info.manifest_sha256 and info.manifest.is_file():
+        digest = hashlib.sha256(info.manifest.read_bytes()).hexdigest()
+        if digest != info.manifest_sha256:
+            raise MedsynthError(f"{info.manifest} changed since the dataset was built (sha256 differs from "
+                                f"{RECORD_NAME}): rebuild the dataset")
+    return info
