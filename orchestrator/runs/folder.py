@@ -22,7 +22,6 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,6 @@ from orchestrator.runs.record import read_record, record_mtime_ns, run_dirs_in, 
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 RENDERED = ("dataset.toml", "train.toml", "sample_prompts.txt")
-
-
-@dataclass(frozen=True)
 
 
 def check_run_name(name: str) -> str:
