@@ -170,12 +170,12 @@ def check_gpus(probe: Probe, *, min_gpu_gib: float, num_processes: int, gpu_ids:
     if gpu_ids:
         bad = [i for i in gpu_ids if i >= len(probe.gpus)]
         if bad:
-            raise MedsynthError(f"--gpu-ids {','.join(map(str, gpu_ids))}: only {len(probe.gpus)} GPU(s) visible")
+            raise MedsynthError(f"gpu_ids {','.join(map(str, gpu_ids))}: only {len(probe.gpus)} GPU(s) visible")
         used = [probe.gpus[i] for i in gpu_ids]
     else:
         used = list(probe.gpus[:num_processes])
     if len(used) < num_processes:
-        raise MedsynthError(f"--num-processes {num_processes} needs as many GPUs; {len(used)} available")
+        raise MedsynthError(f"num_processes {num_processes} needs as many GPUs; {len(used)} available")
     small = min(used, key=lambda g: g.total_gib)
     if small.total_gib < min_gpu_gib:
         raise MedsynthError(f"{small.name} has {small.total_gib:.1f} GiB; this preset needs at least "
@@ -199,20 +199,20 @@ def check_model(value: str, *, offline: bool) -> None:
         hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
         cached = hub.expanduser() / ("models--" + value.replace("/", "--"))
         if not cached.is_dir():
-            raise MedsynthError(f"--offline: base model {value!r} is a hub id and is not in the cache {cached.parent}: "
-                                f"give a local file with --model")
+            raise MedsynthError(f"offline: base model {value!r} is a hub id and is not in the cache {cached.parent}: "
+                                f"give a local file as the base model (pretrained_model_name_or_path)")
 
 
 def check_tokenizers(cache_dir: Path | None) -> None:
     """sd-scripts reads the two CLIP tokenizers from tokenizer_cache_dir/<hub id with / -> _> when offline."""
     if cache_dir is None:
-        raise MedsynthError("--offline needs 'tokenizer_cache_dir' (--set tokenizer_cache_dir=DIR) holding "
+        raise MedsynthError("offline needs the setting 'tokenizer_cache_dir', a folder holding "
                             + " and ".join(TOKENIZER_FOLDERS))
     for name in TOKENIZER_FOLDERS:
         folder = cache_dir / name
         for file in ("vocab.json", "merges.txt", "tokenizer_config.json"):
             if not (folder / file).is_file():
-                raise MedsynthError(f"--offline: {folder / file} missing (sd-scripts would try the hub)")
+                raise MedsynthError(f"offline: {folder / file} missing (sd-scripts would try the hub)")
         try:
             config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
