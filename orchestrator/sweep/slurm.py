@@ -27,8 +27,8 @@ _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./%-]+$")
 
 def check_options(*, time: str | None, partition: str | None, account: str | None) -> None:
     if time is not None and not _TIME.match(time):
-        raise MedsynthError(f"--time {time!r}: use Slurm's format, e.g. 12:00:00 or 1-00:00:00")
-    for option, value in (("--partition", partition), ("--account", account)):
+        raise MedsynthError(f"time_limit {time!r}: use Slurm's format, e.g. 12:00:00 or 1-00:00:00")
+    for option, value in (("partition", partition), ("account", account)):
         if value is not None and not _WORD.match(value):
             raise MedsynthError(f"{option} {value!r}: expected a Slurm name (letters, digits, '_', '.', '-', ',')")
 
