@@ -1,9 +1,8 @@
-"""`medsynth evaluate`: options -> orchestrator.evaluate.features / orchestrator.evaluate.report; prints a summary."""
+"""`medsynth evaluate`: options -> orchestrator.evaluate.job.evaluate_folders; prints a summary."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import click
@@ -33,24 +32,7 @@ def evaluate(real: Path, synth: Path, run_dir: Path | None, out: Path | None, in
     TDS-style estimate (not a diagnosis) and skin ITA; per feature: means, medians, histograms and the
     Kolmogorov-Smirnov statistic between the sets.
     """
-    from orchestrator.evaluate.features import evaluate as run_evaluation
-    from orchestrator.evaluate.report import summary_lines, write_evaluation
+    from orchestrator.evaluate.job import evaluate_folders
 
-    started = time.perf_counter()
-    out = out or (run_dir / "evaluation" if run_dir is not None else Path("evaluation"))
-    result = run_evaluation(real, synth, run_dir=run_dir, inception_weights=inception_weights,
-                            workers=workers, progress=not quiet)
-    written = write_evaluation(result, out)
-    for line in summary_lines(result):
-        click.echo(line)
-    if result.fid is not None:
-        click.echo(f"FID {result.fid['fid']:.3f}   KID {result.fid['kid']:.5f} ± {result.fid['kid_std']:.5f}")
-    if result.points:
-        click.echo(f"run samples: {', '.join(f'{c.label} ({len(r)})' for c, r in result.points)}")
-    records = result.real_records + result.synth_records
-    unreadable = sum(r.error is not None for r in records)
-    missing = sum(r.error is None and not r.lesion_found for r in records)
-    click.echo(f"measured {len(result.real_records)} real and {len(result.synth_records)} synthetic images "
-               f"({missing} without a lesion found, {unreadable} unreadable: see evaluation.json) in "
-               f"{time.perf_counter() - started:.1f} s; "
-               f"wrote {written.html} and {written.json}")
+    evaluate_folders(real, synth, run_dir=run_dir, out=out, inception_weights=inception_weights, workers=workers,
+                     progress=not quiet, say=click.echo)

@@ -1,13 +1,10 @@
-"""`medsynth review`: a run or sweep folder -> review.html + contact_sheet.png (orchestrator/review*.py)."""
+"""`medsynth review`: options -> orchestrator.review.job.review_folder; prints what was written."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
-
-from orchestrator.common.errors import MedsynthError
 
 
 @click.command("review")
@@ -28,27 +25,7 @@ def review(path: Path, out: Path | None, epochs: tuple[int, ...], steps: tuple[i
     side (one column per run at one epoch), with training images, loss and learning-rate curves and the key
     settings. PATH is runs/<name>/ or a sweep folder (sweep.json, or run folders inside). Safe to re-run while
     training: samples not written yet show as pending."""
-    from orchestrator.review.grid import review_run, review_sweep, select_columns
-    from orchestrator.review.read import is_sweep_dir
-    from orchestrator.review.write import write_run_review, write_sweep_review
+    from orchestrator.review.job import review_folder
 
-    started = time.perf_counter()
-    if not path.is_dir():
-        raise MedsynthError(f"{path}: no such folder: give runs/<name>/ or a sweep folder")
-    target = out or path
-    if is_sweep_dir(path):
-        sweep = review_sweep(path, epochs=epochs, steps=steps, references=references)
-        written = write_sweep_review(sweep, target, progress=not quiet)
-        what = f"sweep {sweep.name}: {len(sweep.entries)} runs x {len(sweep.grid.rows)} prompts at " \
-               f"{', '.join(c.label for c in sweep.compared) or 'no sampled epoch yet'}"
-    else:
-        run = review_run(path, references=references)
-        columns = select_columns(run.columns, epochs, steps, where=str(path))
-        written = write_run_review(run, target, columns=columns, progress=not quiet)
-        what = f"run {run.facts.name} ({run.facts.status}): {len(written.grid.rows)} prompts x {len(columns)} " \
-               f"sampling points"
-    grid = written.grid
-    click.echo(f"{what}; {grid.count('ok')} samples, {grid.count('pending')} pending, "
-               f"{grid.count('missing')} not sampled; {written.thumbnails_made} new thumbnails, "
-               f"{len(written.curves)} curve plots")
-    click.echo(f"wrote {written.html} and {written.contact_sheet} in {time.perf_counter() - started:.1f} s")
+    review_folder(path, out=out, epochs=epochs, steps=steps, references=references, progress=not quiet,
+                  say=click.echo)
