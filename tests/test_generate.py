@@ -241,7 +241,7 @@ def test_an_image_whose_png_says_another_seed_is_regenerated(fake):
 
 def test_other_settings_into_the_same_folder_are_refused(fake):
     _generate(fake, count=2)
-    with pytest.raises(MedsynthError, match=r"made with lora_file = 'melanoma_lora.safetensors', this run has 'melanoma_lora-000002.safetensors'.*another --out"):
+    with pytest.raises(MedsynthError, match=r"made with lora_file = 'melanoma_lora.safetensors', this run has 'melanoma_lora-000002.safetensors'.*another output folder"):
         _generate(fake, count=2, epoch=2)
 
 

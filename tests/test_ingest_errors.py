@@ -80,7 +80,7 @@ def test_repeated_header_column_is_an_error(tmp_path: Path):
 
 def test_forced_format_with_missing_columns_is_an_error(tmp_path: Path):
     path = csv_file(tmp_path, HEADER_2020, ROW_2020)
-    message = fails([path], r"meta\.csv, line 1: --format ham10000 was given but the header lacks column\(s\) "
+    message = fails([path], r"meta\.csv, line 1: format ham10000 was given but the header lacks column\(s\) "
                             r"lesion_id, image_id, dx, age, localization", fmt="ham10000")
     assert message.startswith(str(path))
 

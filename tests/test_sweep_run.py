@@ -274,3 +274,9 @@ def test_runs_that_do_not_fit_on_the_disk_together_are_refused_before_any_is_wri
     result = invoke(work, write_sweep(work, LRS))
     assert result.exit_code == 1 and "the 3 runs may write" in result.output
     assert not any((work["runs"] / "s1" / name).exists() for name in NAMES)
+
+
+def test_too_few_gpus_names_the_sweeps_own_flag(work):
+    result = invoke(work, write_sweep(work, LRS), "--gpus", "2")  # one GPU visible
+    assert result.exit_code == 1 and "error: --gpus 2 needs as many GPUs; 1 available" in result.output
+    assert "num_processes" not in result.output and "--num-processes" not in result.output

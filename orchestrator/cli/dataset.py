@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.flags import settings_as_flags
+
 
 @click.group()
 def dataset() -> None:
@@ -52,6 +54,7 @@ def dataset() -> None:
                    "the manifest (ita, skin_tone), given to the caption template as skin_tone, counted in the report.")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@settings_as_flags(strict="--strict")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
                   resolution, resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
                   quiet) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.flags import settings_as_flags
+
 
 @click.command("evaluate")
 @click.argument("real", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -23,6 +25,7 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
               show_default="all cores", help="Processes measuring images.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@settings_as_flags(inception_weights="--inception-weights")
 def evaluate(real: Path, synth: Path, run_dir: Path | None, out: Path | None, inception_weights: Path | None,
              workers: int, quiet: bool) -> None:
     """Compare lesion features of REAL and SYNTH images: evaluation.html + evaluation.json.

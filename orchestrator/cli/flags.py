@@ -12,9 +12,9 @@ from orchestrator.common.errors import MedsynthError
 
 def settings_as_flags(**flags: str) -> Callable[[Callable], Callable]:
     """Decorate a command's callback (innermost, under the options): a MedsynthError leaving it names each
-    setting of `flags` (setting=flag) by its flag. A setting inside a longer name (tokenizer_cache_dir,
-    --offline, 'quoted') is left alone."""
-    pattern = re.compile(r"(?<![\w'.-])(" + "|".join(map(re.escape, flags)) + r")(?![\w'-])")
+    setting of `flags` (setting=flag) by its flag. A setting inside a longer name or path (tokenizer_cache_dir,
+    --offline, runs/offline/, 'quoted') is left alone."""
+    pattern = re.compile(r"(?<![\w'./\\-])(" + "|".join(map(re.escape, flags)) + r")(?![\w'/\\-])")
 
     def decorate(callback: Callable) -> Callable:
         @functools.wraps(callback)

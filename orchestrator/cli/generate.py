@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.flags import settings_as_flags
 from orchestrator.common.errors import MedsynthError
 from orchestrator.generate.fields import BALANCE_FIELDS
 from orchestrator.common.paths import default_sd_scripts
@@ -43,6 +44,8 @@ from orchestrator.common.paths import default_sd_scripts
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
               help="The sd-scripts checkout to run (default: vendor/sd-scripts in the project folder when it "
                    "has one, else the medsynth checkout's).")
+@settings_as_flags(count="--count", balance="--balance", caption_template="--caption-template",
+                   offline="--offline")
 def generate(run_dir, count, epoch, match, balance, keep_hair, seed, out, caption_template, batch_size, num_processes,
              dry_run, offline, cpu, sd_scripts) -> None:
     """Generate COUNT synthetic images with RUN_DIR's LoRA into <out>/synthetic/ (images/SYN_*.png and an

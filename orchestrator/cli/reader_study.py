@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.cli.flags import settings_as_flags
+
 
 @click.command("reader-study")
 @click.argument("real", type=click.Path(path_type=Path, file_okay=False))
@@ -19,6 +21,7 @@ import click
               help="Every image is centre-cropped to a square and shown at SIZE x SIZE px.")
 @click.option("--quality", type=click.IntRange(min=30, max=100), default=85, show_default=True,
               help="JPEG quality of the embedded images (the same for real and synthetic).")
+@settings_as_flags(n="--n")
 def reader_study(real, synth, n, seed, out, size, quality) -> None:
     """Write one self-contained HTML page in which a reader marks a shuffled mix of REAL and SYNTH images as
     real or synthetic, then sees accuracy, sensitivity, specificity and a binomial test against guessing.

@@ -191,7 +191,7 @@ def _plan(settings: DatasetSettings) -> _Plan:
     if settings.strict and missing:
         first = selected[selected["image_id"] == next(iter(missing))].iloc[0]
         raise MedsynthError(f"{first['source_file']}:{first['source_line']}: image '{first['image_name']}' not found "
-                            f"in {', '.join(map(str, settings.images))} ({len(missing)} missing in all; --strict)")
+                            f"in {', '.join(map(str, settings.images))} ({len(missing)} missing in all; strict)")
     return _Plan(selected, sources, missing, duplicates, caption_settings, Path("train") / class_dir_name(settings))
 
 
@@ -248,7 +248,7 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
     if settings.strict and failed:
         image_id, reason = failed[0]
         row = selected[selected["image_id"] == image_id].iloc[0]
-        raise MedsynthError(f"{row['source_file']}:{row['source_line']}: image {sources[image_id]}: {reason} (--strict)")
+        raise MedsynthError(f"{row['source_file']}:{row['source_line']}: image {sources[image_id]}: {reason} (strict)")
 
     ok_mask = [r is not None and r.error is None for r in results]
     ok_rows = selected[ok_mask].reset_index(drop=True)
@@ -265,7 +265,7 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
     if written == 0:
         reasons = pd.Series([r["skip_reason"] for r in rows]).value_counts().to_dict()
         raise MedsynthError(f"no usable images among {len(rows)} selected rows (skipped: {reasons}); "
-                            f"check --images ({', '.join(map(str, settings.images))})")
+                            f"check the image folders ({', '.join(map(str, settings.images))})")
     report = summarise(ok_rows, hair=hairy, skipped=len(rows) - written,
                        skin_tones=tones if settings.skin_tone else None, duplicates=plan.duplicates,
                        skip_reasons=pd.Series([r["skip_reason"] for r in rows if r["skip_reason"]]).value_counts().to_dict())

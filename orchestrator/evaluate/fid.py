@@ -41,7 +41,7 @@ def require_torch() -> tuple[Any, Any]:
         import torchvision
     except ImportError as exc:
         raise MedsynthError(f"FID/KID need torch and torchvision, which are not importable here ({exc}); "
-                            f"install them or leave out --inception-weights") from exc
+                            f"install them or leave out inception_weights") from exc
     return torch, torchvision
 
 

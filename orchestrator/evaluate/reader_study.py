@@ -63,7 +63,7 @@ def image_files(folder: Path) -> list[Path]:
 def pick(real: Sequence[Path], synthetic: Sequence[Path], n: int, seed: int) -> list[StudyItem]:
     """n // 2 real and n - n // 2 synthetic images, drawn without replacement and shuffled, from one seed."""
     if n < 2:
-        raise MedsynthError(f"--n {n}: a study needs at least 2 images (one of each kind)")
+        raise MedsynthError(f"n {n}: a study needs at least 2 images (one of each kind)")
     shared = sorted({p.resolve() for p in real} & {p.resolve() for p in synthetic})
     if shared:  # the same picture would be both answers
         raise MedsynthError(f"{shared[0]}: in both the real and the synthetic images ({len(shared)} files are): "
@@ -72,7 +72,7 @@ def pick(real: Sequence[Path], synthetic: Sequence[Path], n: int, seed: int) -> 
     pools = {REAL: list(real), SYNTHETIC: list(synthetic)}
     for kind, name in ((REAL, "real"), (SYNTHETIC, "synthetic")):
         if len(pools[kind]) < want[kind]:
-            raise MedsynthError(f"--n {n} needs {want[kind]} {name} images, the {name} folder has "
+            raise MedsynthError(f"n {n} needs {want[kind]} {name} images, the {name} folder has "
                                 f"{len(pools[kind])}")
     rng = np.random.default_rng(seed)
     items = [StudyItem(pools[kind][i], kind) for kind in (REAL, SYNTHETIC)

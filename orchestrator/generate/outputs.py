@@ -138,7 +138,7 @@ def read_generation(synthetic: Path) -> GenSettings | None:
     path = synthetic / GENERATION_NAME
     if not path.is_file():
         return None
-    fix = "move the folder away or choose another --out"
+    fix = "move the folder away or choose another output folder"
     data = load_versioned(path, what="generation record", version=GENERATION_SCHEMA_VERSION, fix=fix)
     hints = typing.get_type_hints(GenSettings)
     values = {}
@@ -161,4 +161,4 @@ def check_previous(synthetic: Path, s: GenSettings) -> None:
     if diff:
         k = diff[0]
         raise MedsynthError(f"{synthetic} holds images made with {k} = {old[k]!r}, this run has {new[k]!r}: "
-                            f"choose another --out (or the same settings to continue)")
+                            f"choose another output folder (or the same settings to continue)")

@@ -63,7 +63,7 @@ def check_lora_file(path: Path) -> None:
     the header indexes), such as one cut short by a run killed while saving."""
     size = path.stat().st_size
     if size == 0:
-        raise MedsynthError(f"{path}: empty LoRA file (0 bytes; a run stopped while saving?): choose another --epoch")
+        raise MedsynthError(f"{path}: empty LoRA file (0 bytes; a run stopped while saving?): choose another epoch")
     try:
         with path.open("rb") as fh:
             length = int.from_bytes(fh.read(8), "little")
@@ -77,7 +77,7 @@ def check_lora_file(path: Path) -> None:
         if end != size - 8 - length:
             raise ValueError(f"its header indexes {end} bytes of tensors, it holds {size - 8 - length}: cut short?")
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise MedsynthError(f"{path}: not a safetensors LoRA file ({exc}): choose another --epoch") from exc
+        raise MedsynthError(f"{path}: not a safetensors LoRA file ({exc}): choose another epoch") from exc
 
 
 def sha256_of(path: Path) -> str:
@@ -159,7 +159,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     template = caption_template or (Path(record.caption_template) if record.caption_template else None)
     if template is not None and not template.is_file():
         raise MedsynthError(f"{template}: caption template not found (recorded in {dataset / RECORD_NAME}); "
-                            f"give --caption-template")
+                            f"give caption_template")
     captions = CaptionSettings(**({"template": template} if template else {}),
                                trigger=record.trigger, site_map=dict(record.site_map))
     items = plan_items(manifest, count, seed=seed, balance=balance, settings=captions, keep_hair=keep_hair)

@@ -62,7 +62,7 @@ def field_values(table: pd.DataFrame, field: str, manifest: Path) -> pd.Series:
     if field == "age_band":
         return table["age"].map(lambda a: age_band(a) or "")
     if field not in table.columns:
-        raise MedsynthError(f"--balance {field}: {manifest} has no '{field}' column"
+        raise MedsynthError(f"balance {field}: {manifest} has no '{field}' column"
                             + (" (build the dataset with --skin-tone)" if field == "skin_tone" else ""))
     return table[field]
 
@@ -71,16 +71,16 @@ def draw(table: pd.DataFrame, count: int, *, seed: int, balance: str | None = No
          manifest: Path = Path("manifest.csv")) -> list[tuple[int, int]]:
     """(row index, image seed) per item; see the module docstring for the two modes."""
     if count < 1:
-        raise MedsynthError(f"--count {count}: must be at least 1")
+        raise MedsynthError(f"count {count}: must be at least 1")
     rng = np.random.default_rng(seed)
     if balance is None:
         return [(int(rng.integers(len(table))), int(rng.integers(MAX_SEED))) for _ in range(count)]
     if balance not in BALANCE_FIELDS:
-        raise MedsynthError(f"--balance {balance!r}: choose one of {', '.join(BALANCE_FIELDS)}")
+        raise MedsynthError(f"balance {balance!r}: choose one of {', '.join(BALANCE_FIELDS)}")
     values = field_values(table, balance, manifest)
     known = sorted(v for v in values.unique() if v != "")
     if not known:
-        raise MedsynthError(f"--balance {balance}: no row of {manifest} has a {balance}"
+        raise MedsynthError(f"balance {balance}: no row of {manifest} has a {balance}"
                             + (" (build the dataset with --skin-tone)" if balance == "skin_tone" else ""))
     rows_of = {v: np.flatnonzero((values == v).to_numpy()) for v in known}
     out: list[tuple[int, int]] = []
@@ -130,7 +130,7 @@ def check_template(table: pd.DataFrame, settings: CaptionSettings, manifest: Pat
         if caption != ours:
             raise MedsynthError(f"{manifest}: {image_id}'s caption {caption!r} is not what {settings.template} "
                                 f"renders from its metadata ({ours!r}): give the template and trigger the dataset "
-                                f"was built with (--caption-template)")
+                                f"was built with (caption_template)")
 
 
 def make_items(table: pd.DataFrame, draws: Sequence[tuple[int, int]], settings: CaptionSettings, *,

@@ -51,7 +51,7 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, r
     """Create runs/<name>/ with its five files (`files`: the RENDERED texts), all at once (temporary sibling +
     rename)."""
     if run_dir.exists():
-        raise MedsynthError(f"{run_dir} already exists: choose another --run-name, or --resume it")
+        raise MedsynthError(f"{run_dir} already exists: choose another run_name, or resume it")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
     try:
@@ -64,7 +64,7 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, r
         try:
             os.rename(tmp, run_dir)
         except OSError as exc:  # another process created it since the check above
-            raise MedsynthError(f"{run_dir} already exists: choose another --run-name ({exc.strerror})") from exc
+            raise MedsynthError(f"{run_dir} already exists: choose another run_name ({exc.strerror})") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

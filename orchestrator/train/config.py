@@ -241,11 +241,11 @@ def parse_set(assignments: Sequence[str], *, base: Path) -> Layer:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise MedsynthError(f"--set {item!r}: expected key=value")
+            raise MedsynthError(f"setting {item!r}: expected key=value")
         value = _parse_value(text.strip(), key)
-        source = f"--set {key}"
         if key == "kohya" or key == "preset":
-            raise MedsynthError(f"{source}: use kohya.<option>=value / --preset NAME")
+            raise MedsynthError(f"setting {key!r}: use kohya.<option>=value for sd-scripts options; the preset is "
+                                f"chosen by name, not set")
         out[key] = convert_value(key, value, base=base, source="--set")
     return Layer("--set", out)
 
@@ -258,7 +258,7 @@ def _parse_value(text: str, key: str) -> Any:
     except (toml.TomlDecodeError, IndexError, ValueError):
         if re.fullmatch(r"[^\s\"'\[\]{}=#]+", text):
             return text  # a bare word such as AdamW8bit or a path
-        raise MedsynthError(f"--set {key}: cannot read value {text!r} (use TOML syntax: 1e-4, true, \"text\", [1, 2])")
+        raise MedsynthError(f"setting {key!r}: cannot read value {text!r} (use TOML syntax: 1e-4, true, \"text\", [1, 2])")
 
 
 def check_config(cfg: TrainConfig) -> None:

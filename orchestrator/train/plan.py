@@ -133,7 +133,7 @@ def prepare(settings: Settings, *, gpus: Sequence[Gpu] | None, run_name: str | N
     cfg = settings.config
     if dataset is None:
         if cfg.dataset is None:
-            raise MedsynthError("no dataset: give --dataset DIR, or set [dataset] out in medsynth.toml")
+            raise MedsynthError("no dataset: set 'dataset' to a dataset folder, or [dataset] out in medsynth.toml")
         dataset = read_dataset(cfg.dataset)
     smallest = min(gpus, key=lambda g: g.total_gib) if gpus else None  # it limits the batch
     gib = smallest.total_gib if smallest else None

@@ -53,7 +53,7 @@ def detect_layout(header: list[str], path: Path, fmt: str | None = None) -> Layo
     closest = max(candidates, key=lambda layout: 1 - len(layout.missing(header)) / len(layout.required))
     lacking = ", ".join(closest.missing(header))
     if fmt is not None:
-        raise MedsynthError(f"{where(path, 1)}: --format {fmt} was given but the header lacks column(s) {lacking}")
+        raise MedsynthError(f"{where(path, 1)}: format {fmt} was given but the header lacks column(s) {lacking}")
     tried = ", ".join(layout.name for layout in LAYOUTS)
     raise MedsynthError(f"{where(path, 1)}: header not recognised (tried {tried}); "
                         f"closest is {closest.name}, which lacks column(s) {lacking}")
