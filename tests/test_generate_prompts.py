@@ -119,7 +119,7 @@ def test_a_caption_the_template_does_not_reproduce_is_refused_naming_the_image(t
     rows = _rows(5)
     rows[3]["caption"] = "a lesion photo, me1anoma"
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
-    with pytest.raises(MedsynthError, match=r"ISIC_0000003's caption 'a lesion photo, me1anoma' .*--caption-template"):
+    with pytest.raises(MedsynthError, match=r"ISIC_0000003's caption 'a lesion photo, me1anoma' .*\(caption_template\)"):
         _items(manifest, 3)
 
 
