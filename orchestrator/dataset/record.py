@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import FieldTypes, field_error, load_versioned, typed_fields
+from orchestrator.common.jsonrecord import (FieldTypes, Wording, field_error, load_versioned, typed_fields,
+                                            write_versioned)
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "dataset.json"
@@ -41,6 +40,7 @@ class DatasetRecord:
 
 
 _FIX = "rebuild the dataset"
+_WORDING = Wording("dataset record", _FIX)
 _TYPES: FieldTypes = {
     "class_name": ((str,), "a string"), "repeats": ((int,), "an integer"),
     "resolution": ((int, type(None)), "an integer or null"), "image_dir": ((str,), "a string"),
@@ -59,7 +59,7 @@ def has_record(folder: Path) -> bool:
 def write_record(folder: Path, record: DatasetRecord) -> None:
     data = dataclasses.asdict(record)
     data["site_map"] = dict(record.site_map)
-    write_atomic(folder / RECORD_NAME, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write_versioned(folder / RECORD_NAME, data, version=record.schema_version, sort_keys=True)
 
 
 def read_record(folder: Path) -> DatasetRecord:
@@ -68,7 +68,7 @@ def read_record(folder: Path) -> DatasetRecord:
     path = folder / RECORD_NAME
     if not path.is_file():
         raise MedsynthError(f"{folder}: not a medsynth dataset (no {RECORD_NAME}): run 'medsynth dataset build' first")
-    data = load_versioned(path, what="dataset record", version=SCHEMA_VERSION, fix=_FIX)
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
     values = typed_fields(path, data, _TYPES, fix=_FIX, optional=_OPTIONAL)
     if not all(isinstance(v, str) for v in values.get("site_map", {}).values()):
         raise field_error(path, "site_map", "must map sites to caption texts", _FIX)
