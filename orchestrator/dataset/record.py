@@ -15,10 +15,10 @@ from pathlib import Path
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.jsonrecord import (FieldTypes, Wording, field_error, load_versioned, typed_fields,
                                             write_versioned)
+from orchestrator.kohya.images import is_training_image
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "dataset.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def read_dataset(path: Path) -> DatasetInfo:
                        manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256)
     if not info.image_dir.is_dir():
         raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
-    found = sum(1 for p in info.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))
     if found == 0:
         raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
     if found != info.images:
