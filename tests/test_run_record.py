@@ -71,6 +71,10 @@ def test_the_sweep_index_is_versioned_and_listed(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": 3, "runs": []}))
     with pytest.raises(MedsynthError, match="sweep.json: schema_version 3.*upgrade medsynth"):
         read_sweep_record(tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": "x", "runs": []}))
+    with pytest.raises(MedsynthError, match="sweep.json: schema_version 'x', this medsynth reads 1: not a sweep index "
+                                            "medsynth wrote$"):
+        read_sweep_record(tmp_path)
 
 
 def test_train_toml_is_flattened_one_level_as_sd_scripts_reads_it(tmp_path):

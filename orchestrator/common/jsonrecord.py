@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +19,22 @@ from orchestrator.common.errors import MedsynthError
 FieldTypes = Mapping[str, tuple[tuple[type, ...], str]]
 
 
+@dataclass(frozen=True)
 class Wording:
-    """The messages for a record that cannot be read: `what` names the kind of file, `fix` says what to do.
-    run.json and sweep.json word them their own way (orchestrator.runs.record.RunFileWording)."""
+    """The messages for a record that cannot be read, after "<file>: ": `what` names the kind of file, `fix` says
+    what to do; the templates may use {what}, {fix}, {error} (the reader's exception), {reason} (an OSError's
+    reason), {found} and {version}. run.json and sweep.json word them their own way (orchestrator.runs.record)."""
 
-    def __init__(self, what: str, fix: str):
-        self.what, self.fix = what, fix
+    what: str
+    fix: str
+    unreadable: str = "cannot read the {what}: {reason}"
+    not_json: str = "not valid JSON ({error}): {fix}"
+    not_object: str = "not a {what} (a JSON object): {fix}"
+    other_version: str = "{what} schema version {found!r}; this medsynth reads version {version}: {fix}"
+    newer_fix: str | None = None  # the fix for a file of a later version, where the owner tells it apart
 
-    def unreadable(self, path: Path, exc: OSError) -> str:
-        return f"{path}: cannot read the {self.what}: {exc.strerror or exc}"
-
-    def not_json(self, path: Path, exc: ValueError) -> str:
-        return f"{path}: not valid JSON ({exc}): {self.fix}"
-
-    def not_object(self, path: Path) -> str:
-        return f"{path}: not a {self.what} (a JSON object): {self.fix}"
-
-    def other_version(self, path: Path, found: Any, version: int) -> str:
-        return f"{path}: {self.what} schema version {found!r}; this medsynth reads version {version}: {self.fix}"
+    def error(self, path: Path, template: str, **values: Any) -> MedsynthError:
+        return MedsynthError(f"{path}: " + template.format(**{"what": self.what, "fix": self.fix, **values}))
 
 
 def load_versioned(path: Path, *, version: int, wording: Wording) -> dict[str, Any]:
@@ -43,14 +42,16 @@ def load_versioned(path: Path, *, version: int, wording: Wording) -> dict[str, A
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise MedsynthError(wording.unreadable(path, exc)) from exc
+        raise wording.error(path, wording.unreadable, error=exc, reason=exc.strerror or exc) from exc
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise MedsynthError(wording.not_json(path, exc)) from exc
+        raise wording.error(path, wording.not_json, error=exc) from exc
     if not isinstance(data, dict):
-        raise MedsynthError(wording.not_object(path))
+        raise wording.error(path, wording.not_object)
     found = data.get("schema_version", 1)
     if found != version:
-        raise MedsynthError(wording.other_version(path, found, version))
+        newer = wording.newer_fix is not None and of_types(found, (int,)) and found > version
+        raise wording.error(path, wording.other_version, found=found, version=version,
+                            fix=wording.newer_fix if newer else wording.fix)
     return data
 
 

@@ -33,26 +33,13 @@ def run_dirs_in(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob(f"*/{RUN_JSON}") if p.is_file())
 
 
-class RunFileWording(Wording):
+def run_file_wording(what: str) -> Wording:
     """How run.json and sweep.json word a file they cannot read: "unreadable", and for another schema_version
     whether a newer medsynth wrote it."""
-
-    def __init__(self, what: str):
-        super().__init__(what, fix=f"not a {what} medsynth wrote")
-
-    def unreadable(self, path: Path, exc: OSError) -> str:
-        return f"{path}: unreadable {self.what} ({exc})"
-
-    def not_json(self, path: Path, exc: ValueError) -> str:
-        return f"{path}: unreadable {self.what} ({exc})"
-
-    def not_object(self, path: Path) -> str:
-        return f"{path}: unreadable {self.what} (expected a JSON object)"
-
-    def other_version(self, path: Path, found: Any, version: int) -> str:
-        newer = of_types(found, (int,)) and found > version
-        return (f"{path}: schema_version {found!r}, this medsynth reads {version}: "
-                + ("written by a newer medsynth: upgrade medsynth to read it" if newer else self.fix))
+    return Wording(what, f"not a {what} medsynth wrote", unreadable="unreadable {what} ({error})",
+                   not_json="unreadable {what} ({error})", not_object="unreadable {what} (expected a JSON object)",
+                   other_version="schema_version {found!r}, this medsynth reads {version}: {fix}",
+                   newer_fix="written by a newer medsynth: upgrade medsynth to read it")
 
 
 class RunRecord(Mapping[str, Any]):
@@ -125,7 +112,7 @@ def read_record(run_dir: Path, *, hint: str = "") -> RunRecord:
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run folder (no {RUN_JSON}){': ' + hint if hint else ''}")
-    return RunRecord(path, load_versioned(path, version=SCHEMA_VERSION, wording=RunFileWording("run record")))
+    return RunRecord(path, load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("run record")))
 
 
 def record_mtime_ns(run_dir: Path) -> int:

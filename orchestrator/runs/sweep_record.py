@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.jsonrecord import load_versioned, write_versioned
-from orchestrator.runs.record import SCHEMA_VERSION, RunFileWording
+from orchestrator.runs.record import SCHEMA_VERSION, run_file_wording
 
 SWEEP_JSON = "sweep.json"
 
@@ -42,7 +42,7 @@ def read_sweep_record(sweep_dir: Path) -> SweepRecord:
     path = sweep_dir / SWEEP_JSON
     if not path.is_file():
         raise MedsynthError(f"{sweep_dir}: not a medsynth sweep folder (no {SWEEP_JSON})")
-    data = load_versioned(path, version=SCHEMA_VERSION, wording=RunFileWording("sweep index"))
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("sweep index"))
     runs = data.get("runs")
     if not isinstance(runs, list):
         raise MedsynthError(f"{path}: unreadable sweep index ('runs' is {runs!r}, expected a list)")
