@@ -3,7 +3,6 @@ reporting. No SDXL is built here (that is the bench run itself)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import sys
 from traceback import FrameSummary
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import CONTRACT_FILE, load_contract
+from orchestrator.kohya.images import TRAINING_IMAGE_SUFFIXES
 from orchestrator.common.paths import REPO_ROOT, SD_SCRIPTS_COMMIT, SD_SCRIPTS_DIR
 
 GENERATOR = REPO_ROOT / "tools" / "gen_kohya_contract.py"
@@ -102,3 +104,13 @@ def test_regenerating_at_the_pin_gives_the_committed_bytes(sd_scripts_dir, tmp_p
                            "--commit", SD_SCRIPTS_COMMIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.read_bytes() == CONTRACT_FILE.read_bytes()
+
+
+def test_the_training_image_suffixes_are_the_ones_sd_scripts_globs_for():
+    source = SD_SCRIPTS_DIR / "library" / "train_util.py"
+    if not source.is_file():
+        pytest.skip("vendor/sd-scripts is empty: run 'git submodule update --init' (needs network)")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    listed = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                  and [getattr(t, "id", None) for t in node.targets] == ["IMAGE_EXTENSIONS"])
+    assert {s.lower() for s in listed} == set(TRAINING_IMAGE_SUFFIXES)

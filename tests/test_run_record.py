@@ -8,7 +8,7 @@ import json
 import pytest
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.kohya.train_toml import flatten, read_train_toml
+from orchestrator.kohya.train_toml import flatten, read_train_toml, settings
 from orchestrator.runs.record import SCHEMA_VERSION, read_record, update_record, write_record
 from orchestrator.runs.sweep_record import read_sweep_record, write_sweep_record
 
@@ -71,10 +71,16 @@ def test_the_sweep_index_is_versioned_and_listed(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": 3, "runs": []}))
     with pytest.raises(MedsynthError, match="sweep.json: schema_version 3.*upgrade medsynth"):
         read_sweep_record(tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": "x", "runs": []}))
+    with pytest.raises(MedsynthError, match="sweep.json: schema_version 'x', this medsynth reads 1: not a sweep index "
+                                            "medsynth wrote$"):
+        read_sweep_record(tmp_path)
 
 
 def test_train_toml_is_flattened_one_level_as_sd_scripts_reads_it(tmp_path):
     assert flatten({"model": {"a": 1}, "network": {"b": [2]}, "top": "x"}) == {"a": 1, "b": [2], "top": "x"}
+    assert list(settings({"model": {"a": 1}, "top": "x"})) == [("model", "a", 1), (None, "top", "x")]
+    assert flatten({"model": {"a": 1}, "training": {"a": 2}}) == {"a": 2}  # sd-scripts keeps the last one
     (tmp_path / "train.toml").write_text("[model]\na = 1\n[training]\nb = 'x'\n")
     assert read_train_toml(tmp_path / "train.toml") == {"a": 1, "b": "x"}
     (tmp_path / "train.toml").write_text("[model\n")

@@ -1,34 +1,70 @@
-"""Reading the JSON records medsynth writes (dataset.json, evaluation.json, generation.json): a versioned JSON
-object whose keys are checked one by one, every fault a one-line MedsynthError naming the file and key and
-saying what to do (`fix`). A file without `schema_version` was written before records had one: version 1."""
+"""Reading and writing the versioned JSON records medsynth keeps (dataset.json, evaluation.json, generation.json,
+run.json, sweep.json): one reader (`load_versioned`: a JSON object of the owner's schema_version, a file without
+`schema_version` written before records had one and read as version 1), one writer (`write_versioned`, atomic,
+schema_version first), and the checks of keys one by one. Every fault is a one-line MedsynthError naming the file
+(and key); how it is worded is the owner's (`Wording`), so each file keeps the messages its users know."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
 
 # key -> (the JSON types it may have, how a message names them)
 FieldTypes = Mapping[str, tuple[tuple[type, ...], str]]
 
 
-def load_versioned(path: Path, *, what: str, version: int, fix: str) -> dict[str, Any]:
-    """The JSON object in `path` (`what` names it in messages), refused unless of schema `version`."""
+@dataclass(frozen=True)
+class Wording:
+    """The messages for a record that cannot be read, after "<file>: ": `what` names the kind of file, `fix` says
+    what to do; the templates may use {what}, {fix}, {error} (the reader's exception), {reason} (an OSError's
+    reason), {found} and {version}. run.json and sweep.json word them their own way (orchestrator.runs.record)."""
+
+    what: str
+    fix: str
+    unreadable: str = "cannot read the {what}: {reason}"
+    not_json: str = "not valid JSON ({error}): {fix}"
+    not_object: str = "not a {what} (a JSON object): {fix}"
+    other_version: str = "{what} schema version {found!r}; this medsynth reads version {version}: {fix}"
+    newer_fix: str | None = None  # the fix for a file of a later version, where the owner tells it apart
+
+    def error(self, path: Path, template: str, **values: Any) -> MedsynthError:
+        return MedsynthError(f"{path}: " + template.format(**{"what": self.what, "fix": self.fix, **values}))
+
+
+def load_versioned(path: Path, *, version: int, wording: Wording) -> dict[str, Any]:
+    """The JSON object in `path`, refused unless of schema `version`."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise MedsynthError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from exc
+        raise wording.error(path, wording.unreadable, error=exc, reason=exc.strerror or exc) from exc
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise MedsynthError(f"{path}: not valid JSON ({exc}): {fix}") from exc
+        raise wording.error(path, wording.not_json, error=exc) from exc
     if not isinstance(data, dict):
-        raise MedsynthError(f"{path}: not a {what} (a JSON object): {fix}")
+        raise wording.error(path, wording.not_object)
     found = data.get("schema_version", 1)
     if found != version:
-        raise MedsynthError(f"{path}: {what} schema version {found!r}; this medsynth reads version {version}: {fix}")
+        newer = wording.newer_fix is not None and of_types(found, (int,)) and found > version
+        raise wording.error(path, wording.other_version, found=found, version=version,
+                            fix=wording.newer_fix if newer else wording.fix)
     return data
+
+
+def write_versioned(path: Path, data: Mapping[str, Any], *, version: int, sort_keys: bool = False) -> None:
+    """`data` as the file's JSON object, schema_version first (unless sorted); a value JSON has no type for (a
+    path) as its text."""
+    text = json.dumps({"schema_version": version, **data}, indent=1, sort_keys=sort_keys, default=str)
+    write_atomic(path, text + "\n")
+
+
+def of_types(value: Any, types: tuple[type, ...]) -> bool:
+    """isinstance, except that true and false are no integer (JSON tells them apart, Python does not)."""
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
 def field_error(path: Path, key: str, problem: str, fix: str) -> MedsynthError:
@@ -37,8 +73,8 @@ def field_error(path: Path, key: str, problem: str, fix: str) -> MedsynthError:
 
 def typed_fields(path: Path, data: Mapping[str, Any], types: FieldTypes, *, fix: str,
                  optional: Collection[str] = ()) -> dict[str, Any]:
-    """The values of `types`' keys in `data`, each checked to be of its JSON types (true is no integer);
-    a key in `optional` may be absent."""
+    """The values of `types`' keys in `data`, each checked to be of its JSON types; a key in `optional` may be
+    absent."""
     values: dict[str, Any] = {}
     for key, (accepted, wording) in types.items():
         if key not in data:
@@ -46,7 +82,7 @@ def typed_fields(path: Path, data: Mapping[str, Any], types: FieldTypes, *, fix:
                 continue
             raise field_error(path, key, "is missing", fix)
         value = data[key]
-        if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
+        if not of_types(value, accepted):
             shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
             raise field_error(path, key, f"must be {wording}, got {shown}", fix)
         values[key] = value

@@ -41,7 +41,9 @@ MANIFEST_COLUMNS = (
     "patient_id", "sex", "age", "site", "diagnosis", "malignant",
     "source", "source_file", "source_line", "attribution", "license",
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+# the names an ISIC download gives its images, looked up as written (a case-sensitive file system tells .JPG from
+# .jpg)
+SOURCE_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 CAPTION_EXTENSION = ".caption"
 CACHE_NAME = ".medsynth-image-cache.json"
 
@@ -67,7 +69,7 @@ def class_dir_name(settings: DatasetSettings) -> str:
 def find_image(name: str, dirs: tuple[Path, ...]) -> Path | None:
     """The first `<name>.<jpg|jpeg|png>` in the image folders, in the order they were given."""
     for folder in dirs:
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in SOURCE_IMAGE_SUFFIXES:
             candidate = folder / f"{name}{suffix}"
             if candidate.exists() or candidate.is_symlink():
                 return candidate

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import FieldTypes, field_error, load_versioned, typed_fields
+from orchestrator.common.jsonrecord import (FieldTypes, Wording, field_error, load_versioned, typed_fields,
+                                            write_versioned)
+from orchestrator.kohya.images import is_training_image
 
 SCHEMA_VERSION = 1
 RECORD_NAME = "dataset.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts globs for (any case)
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class DatasetRecord:
 
 
 _FIX = "rebuild the dataset"
+_WORDING = Wording("dataset record", _FIX)
 _TYPES: FieldTypes = {
     "class_name": ((str,), "a string"), "repeats": ((int,), "an integer"),
     "resolution": ((int, type(None)), "an integer or null"), "image_dir": ((str,), "a string"),
@@ -59,7 +59,7 @@ def has_record(folder: Path) -> bool:
 def write_record(folder: Path, record: DatasetRecord) -> None:
     data = dataclasses.asdict(record)
     data["site_map"] = dict(record.site_map)
-    write_atomic(folder / RECORD_NAME, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write_versioned(folder / RECORD_NAME, data, version=record.schema_version, sort_keys=True)
 
 
 def read_record(folder: Path) -> DatasetRecord:
@@ -68,7 +68,7 @@ def read_record(folder: Path) -> DatasetRecord:
     path = folder / RECORD_NAME
     if not path.is_file():
         raise MedsynthError(f"{folder}: not a medsynth dataset (no {RECORD_NAME}): run 'medsynth dataset build' first")
-    data = load_versioned(path, what="dataset record", version=SCHEMA_VERSION, fix=_FIX)
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
     values = typed_fields(path, data, _TYPES, fix=_FIX, optional=_OPTIONAL)
     if not all(isinstance(v, str) for v in values.get("site_map", {}).values()):
         raise field_error(path, "site_map", "must map sites to caption texts", _FIX)
@@ -101,7 +101,7 @@ def read_dataset(path: Path) -> DatasetInfo:
                        manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256)
     if not info.image_dir.is_dir():
         raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
-    found = sum(1 for p in info.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))
     if found == 0:
         raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
     if found != info.images:

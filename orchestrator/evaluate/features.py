@@ -28,6 +28,7 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.images import decode_reduced
 from orchestrator.dataset.jpeg import jpeg_size
 from orchestrator.dataset.record import has_record
+from orchestrator.kohya.images import TRAINING_IMAGE_SUFFIXES, is_training_image
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.runs.record import read_record
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
@@ -35,7 +36,6 @@ from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analy
 from orchestrator.vision.skin_tone import BAND_NAMES, ita_of_pixels, skin_ring, tone_band
 from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ class ImageSet:
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    # the files sd-scripts trains on: a dataset folder's real set is exactly what its LoRA learnt from
+    return sorted(p for p in pattern if p.is_file() and is_training_image(p) and not p.name.startswith("."))
 
 
 def image_set(path: Path) -> ImageSet:
@@ -105,7 +105,7 @@ def image_set(path: Path) -> ImageSet:
     else:
         kind, root, files = "images", path, _images_in(path, recursive=False)
     if not files:
-        raise MedsynthError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise MedsynthError(f"{root}: no images ({', '.join(TRAINING_IMAGE_SUFFIXES)}) found")
     return ImageSet(path, kind, root, tuple(files))
 
 

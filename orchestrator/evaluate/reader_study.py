@@ -33,7 +33,9 @@ from orchestrator.common import paths
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.record import has_record, read_record
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# what medsynth's own folders hold (dataset build: JPEG or PNG, generate: PNG) and ISIC publishes; every image
+# is re-encoded to JPEG for the page
+STUDY_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REAL, SYNTHETIC = 0, 1
 
 
@@ -54,7 +56,7 @@ def image_files(folder: Path) -> list[Path]:
         folder = folder / "images"
     elif (folder / "synthetic" / "images").is_dir():  # not the run folder's own PNGs (contact sheet, ...)
         folder = folder / "synthetic" / "images"
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in STUDY_IMAGE_SUFFIXES)
     if not files:
         raise MedsynthError(f"{folder}: no .jpg/.jpeg/.png images")
     return files

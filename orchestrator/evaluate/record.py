@@ -5,14 +5,12 @@ another version is refused with a message saying to evaluate again (orchestrator
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import FieldTypes, load_versioned, typed_fields
+from orchestrator.common.jsonrecord import FieldTypes, Wording, load_versioned, typed_fields, write_versioned
 from orchestrator.evaluate.features import Evaluation, epoch_trend, set_summary
 
 SCHEMA_VERSION = 1
@@ -35,6 +33,7 @@ class EvaluationRecord:
 
 
 _FIX = "evaluate again"
+_WORDING = Wording("evaluation record", _FIX)
 _TYPES: FieldTypes = {
     "note": ((str,), "a string"), "sets": ((dict,), "an object"), "features": ((list,), "a list"),
     "run": ((dict, type(None)), "an object or null"), "fid_kid": ((dict, type(None)), "an object or null"),
@@ -59,7 +58,7 @@ def evaluation_record(evaluation: Evaluation) -> EvaluationRecord:
 
 def write_evaluation_record(out: Path, record: EvaluationRecord) -> Path:
     path = out / RECORD_NAME
-    write_atomic(path, json.dumps(dataclasses.asdict(record), indent=1, sort_keys=True) + "\n")
+    write_versioned(path, dataclasses.asdict(record), version=record.schema_version, sort_keys=True)
     return path
 
 
@@ -69,5 +68,5 @@ def read_evaluation_record(out: Path) -> EvaluationRecord:
     path = out / RECORD_NAME
     if not path.is_file():
         raise MedsynthError(f"{out}: no {RECORD_NAME}: run 'medsynth evaluate' first")
-    data = load_versioned(path, what="evaluation record", version=SCHEMA_VERSION, fix=_FIX)
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
     return EvaluationRecord(**typed_fields(path, data, _TYPES, fix=_FIX))

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
-from orchestrator.common import paths
-from orchestrator.common.atomic import write_atomic
+from orchestrator.common.htmlpage import write_page
 from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values
 from orchestrator.evaluate.record import evaluation_record, write_evaluation_record
 from orchestrator.vision.skin_tone import BAND_NAMES
@@ -121,12 +119,6 @@ def trend_chart(trend: list[dict[str, Any]], real_means: dict[str, float | None]
     _save(fig, path)
 
 
-def _render(context: dict[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("evaluation.html.j2").render(**context)
-
-
 def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
     out.mkdir(parents=True, exist_ok=True)
     (out / ASSETS).mkdir(exist_ok=True)
@@ -154,7 +146,7 @@ def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
                "trend_figure": trend_figure, "bands": BAND_NAMES,
                "feature_keys": [f.key for f in FEATURES]}
     html_path = out / "evaluation.html"
-    write_atomic(html_path, _render(context))
+    write_page(html_path, "evaluation.html.j2", context)
     return Written(html_path, json_path, tuple(figures))
 
 

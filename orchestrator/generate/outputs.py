@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import field_error, load_versioned
+from orchestrator.common.jsonrecord import Wording, field_error, load_versioned, of_types, write_versioned
 from orchestrator.generate.command import GenSettings
 from orchestrator.generate.prompts import Item
 from orchestrator.common.atomic import write_atomic
@@ -114,8 +114,7 @@ def _json_values(s: GenSettings) -> dict[str, Any]:
 
 
 def write_generation(synthetic: Path, s: GenSettings) -> None:
-    data = {"schema_version": GENERATION_SCHEMA_VERSION, **_json_values(s)}
-    write_atomic(synthetic / GENERATION_NAME, json.dumps(data, indent=1) + "\n")
+    write_versioned(synthetic / GENERATION_NAME, _json_values(s), version=GENERATION_SCHEMA_VERSION)
 
 
 def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -127,9 +126,9 @@ def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
     if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a JSON list
         return isinstance(value, list) and all(isinstance(v, str) for v in value), tuple(value or ())
     if hint is float:  # JSON writes 7.0 as 7.0, a hand-written 7 is as good
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = of_types(value, (int, float))
         return ok, float(value) if ok else value
-    return isinstance(value, hint) and (hint is bool or not isinstance(value, bool)), value
+    return of_types(value, (hint,)), value
 
 
 def read_generation(synthetic: Path) -> GenSettings | None:
@@ -139,7 +138,7 @@ def read_generation(synthetic: Path) -> GenSettings | None:
     if not path.is_file():
         return None
     fix = "move the folder away or choose another output folder"
-    data = load_versioned(path, what="generation record", version=GENERATION_SCHEMA_VERSION, fix=fix)
+    data = load_versioned(path, version=GENERATION_SCHEMA_VERSION, wording=Wording("generation record", fix))
     hints = typing.get_type_hints(GenSettings)
     values = {}
     for f in fields(GenSettings):

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya.contract import Contract, DatasetKey, load_contract
 from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
+from orchestrator.kohya.train_toml import settings
 from orchestrator.common.suggest import did_you_mean
 from orchestrator.kohya.values import (ADAFACTOR, OPTION_FOR_DATASET_KEY, describe_kinds, is_kind,
                                        option_problem, short_repr, show_value, unknown_option_hint)
@@ -64,14 +65,12 @@ def flatten_train_config(cfg: Mapping, *, source: str) -> dict[str, Setting]:
     """The key -> value mapping sd-scripts builds (read_config_from_file, train_util.py:4748-4761), refusing
     a key set twice (sd-scripts would keep the last one without a word)."""
     flat: dict[str, Setting] = {}
-    for name, body in cfg.items():
-        items = body.items() if isinstance(body, Mapping) else [(name, body)]
-        section = f"[{name}]" if isinstance(body, Mapping) else "(top level)"
-        for key, value in items:
-            if key in flat:
-                raise MedsynthError(f"{source}: {section} {key}: also set in {flat[key].section}; "
-                                    "sd-scripts would silently keep only the last one")
-            flat[key] = Setting(section, value)
+    for name, key, value in settings(cfg):
+        section = "(top level)" if name is None else f"[{name}]"
+        if key in flat:
+            raise MedsynthError(f"{source}: {section} {key}: also set in {flat[key].section}; "
+                                "sd-scripts would silently keep only the last one")
+        flat[key] = Setting(section, value)
     return flat
 
 

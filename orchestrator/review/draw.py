@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import textwrap
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +162,18 @@ def _save_figure(fig, out: Path) -> None:  # noqa: ANN001  (matplotlib Figure)
 Curves = dict[str, tuple[list[int], list[float]]]
 
 
+def _curves(runs: Mapping[str, Mapping[str, list[Point]]],
+            tags: Sequence[str]) -> Iterator[tuple[str, str, list[int], list[float]]]:
+    """(label, tag, steps, values) of each run's logged `tags`, in order; the label names the run when there are
+    several."""
+    for run, scalars in runs.items():
+        prefix = f"{run}: " if len(runs) > 1 else ""
+        for tag in tags:
+            points = scalars.get(tag) or []
+            if points:
+                yield prefix + tag, tag, [p.step for p in points], [p.value for p in points]
+
+
 def plot_loss(runs: Mapping[str, Mapping[str, list[Point]]], out: Path, *, show_current: bool) -> Curves | None:
     """loss/current and loss/average against the step, loss/epoch_average against the epoch (sd-scripts logs
     it with step = epoch number). One line per run and tag; returns what was drawn, None if nothing."""
@@ -171,20 +183,13 @@ def plot_loss(runs: Mapping[str, Mapping[str, list[Point]]], out: Path, *, show_
     fig = Figure(figsize=(10, 3.6))
     by_step, by_epoch = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     tags = ("loss/current", "loss/average") if show_current else ("loss/average",)
-    for run, scalars in runs.items():
-        prefix = f"{run}: " if len(runs) > 1 else ""
-        for tag in tags:
-            points = scalars.get(tag) or []
-            if points:
-                xs, ys = [p.step for p in points], [p.value for p in points]
-                faint = tag == "loss/current"
-                by_step.plot(xs, ys, lw=0.8 if faint else 1.8, alpha=0.4 if faint else 1.0, label=prefix + tag)
-                drawn[prefix + tag] = (xs, ys)
-        points = scalars.get("loss/epoch_average") or []
-        if points:
-            xs, ys = [p.step for p in points], [p.value for p in points]
-            by_epoch.plot(xs, ys, marker="o", label=prefix + "loss/epoch_average")
-            drawn[prefix + "loss/epoch_average"] = (xs, ys)
+    for label, tag, xs, ys in _curves(runs, (*tags, "loss/epoch_average")):
+        if tag == "loss/epoch_average":
+            by_epoch.plot(xs, ys, marker="o", label=label)
+        else:
+            faint = tag == "loss/current"
+            by_step.plot(xs, ys, lw=0.8 if faint else 1.8, alpha=0.4 if faint else 1.0, label=label)
+        drawn[label] = (xs, ys)
     if not drawn:
         return None
     by_step.set(xlabel="step", ylabel="loss", title="loss per step")
@@ -207,14 +212,9 @@ def plot_lr(runs: Mapping[str, Mapping[str, list[Point]]], out: Path,
     drawn: Curves = {}
     fig = Figure(figsize=(10, 3.2))
     ax = fig.add_subplot(1, 1, 1)
-    for run, scalars in runs.items():
-        prefix = f"{run}: " if len(runs) > 1 else ""
-        for tag in tags:
-            points = scalars.get(tag) or []
-            if points:
-                xs, ys = [p.step for p in points], [p.value for p in points]
-                ax.plot(xs, ys, lw=1.5, label=prefix + tag)
-                drawn[prefix + tag] = (xs, ys)
+    for label, _, xs, ys in _curves(runs, tags):
+        ax.plot(xs, ys, lw=1.5, label=label)
+        drawn[label] = (xs, ys)
     if not drawn:
         return None
     ax.set(xlabel="step", ylabel="learning rate", title="learning rate")

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from tqdm import tqdm
 
-from orchestrator.common import paths
+from orchestrator.common.htmlpage import write_page
 from orchestrator.review.grid import Grid, RunReview, SweepReview
 from orchestrator.review.draw import Sheet, contact_sheet, plot_loss, plot_lr, thumbnail
 from orchestrator.runs.outputs import Column
-from orchestrator.common.atomic import write_atomic
 
 ASSETS = "review_files"
 HTML, SHEET = "review.html", "contact_sheet.png"
@@ -95,12 +93,6 @@ def _grid_view(grid: Grid, thumbs: _Thumbs, out: Path) -> dict[str, Any]:
     return {"headers": grid.headers, "rows": rows}
 
 
-def _render(context: Mapping[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("review.html.j2").render(**context)
-
-
 def _curves(runs: Mapping[str, Mapping[str, Any]], out: Path, *, show_current: bool) -> list[dict[str, str]]:
     shown = []
     for name, drawn in (("loss.png", plot_loss(runs, out / ASSETS / "loss.png", show_current=show_current)),
@@ -114,7 +106,7 @@ def _curves(runs: Mapping[str, Mapping[str, Any]], out: Path, *, show_current: b
 
 def _finish(out: Path, grid: Grid, thumbs: _Thumbs, context: dict[str, Any], title: str) -> Written:
     sheet = contact_sheet(grid, thumbs.of, out / SHEET, title=title)
-    write_atomic(out / HTML, _render(context))
+    write_page(out / HTML, "review.html.j2", context)
     thumbs.prune()
     curves = tuple(out / ASSETS / c["src"].split("/", 1)[1] for c in context["curves"])
     return Written(out / HTML, out / SHEET, sheet, curves, thumbs.made, grid)

@@ -1,6 +1,7 @@
 """run.json's owner: the one reader (`read_record`, typed accessors that name the key at fault), the one writer
-(`write_record`) and updater (`update_record`) of runs/<name>/run.json, and the version rule that sweep.json's
-owner (orchestrator.runs.sweep_record) shares.
+(`write_record`) and updater (`update_record`) of runs/<name>/run.json, and the schema version and wording that
+sweep.json's owner (orchestrator.runs.sweep_record) shares. The file is read and written as every medsynth record
+is (orchestrator.common.jsonrecord).
 
 Every problem is a one-line MedsynthError naming the file: no file, not JSON, a field the caller needs missing or
 of the wrong type (named by its dotted key), or a file of another schema_version. A file without
@@ -9,13 +10,12 @@ schema_version was written by a medsynth from before the field and is read as ve
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.jsonrecord import Wording, load_versioned, of_types, write_versioned
 
 RUN_JSON = "run.json"
 SCHEMA_VERSION = 1
@@ -33,26 +33,13 @@ def run_dirs_in(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob(f"*/{RUN_JSON}") if p.is_file())
 
 
-def load_versioned(path: Path, *, what: str) -> dict[str, Any]:
-    """A medsynth JSON file of SCHEMA_VERSION as a dict; `what` names the kind of file in the messages."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MedsynthError(f"{path}: unreadable {what} ({exc})") from exc
-    if not isinstance(data, dict):
-        raise MedsynthError(f"{path}: unreadable {what} (expected a JSON object)")
-    version = data.get("schema_version", 1)  # earlier medsynth wrote no version: the first one
-    if version != SCHEMA_VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
-        raise MedsynthError(f"{path}: schema_version {version!r}, this medsynth reads {SCHEMA_VERSION}: "
-                            + ("written by a newer medsynth: upgrade medsynth to read it" if newer else
-                               f"not a {what} medsynth wrote"))
-    return data
-
-
-def versioned_text(data: Mapping[str, Any]) -> str:
-    """The file's text, schema_version first."""
-    return json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=1, default=str) + "\n"
+def run_file_wording(what: str) -> Wording:
+    """How run.json and sweep.json word a file they cannot read: "unreadable", and for another schema_version
+    whether a newer medsynth wrote it."""
+    return Wording(what, f"not a {what} medsynth wrote", unreadable="unreadable {what} ({error})",
+                   not_json="unreadable {what} ({error})", not_object="unreadable {what} (expected a JSON object)",
+                   other_version="schema_version {found!r}, this medsynth reads {version}: {fix}",
+                   newer_fix="written by a newer medsynth: upgrade medsynth to read it")
 
 
 class RunRecord(Mapping[str, Any]):
@@ -86,7 +73,7 @@ class RunRecord(Mapping[str, Any]):
         return self._check(key, value, kind if isinstance(kind, tuple) else (kind,))
 
     def _check(self, key: str, value: Any, kinds: tuple[type, ...]) -> Any:
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        if not of_types(value, kinds):
             expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise MedsynthError(f"{self.path}: '{key}' is {value!r}, expected {expected}: not a run medsynth wrote")
         return value
@@ -125,7 +112,7 @@ def read_record(run_dir: Path, *, hint: str = "") -> RunRecord:
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run folder (no {RUN_JSON}){': ' + hint if hint else ''}")
-    return RunRecord(path, load_versioned(path, what="run record"))
+    return RunRecord(path, load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("run record")))
 
 
 def record_mtime_ns(run_dir: Path) -> int:
@@ -134,7 +121,7 @@ def record_mtime_ns(run_dir: Path) -> int:
 
 
 def write_record(run_dir: Path, data: Mapping[str, Any]) -> None:
-    write_atomic(run_dir / RUN_JSON, versioned_text(data))
+    write_versioned(run_dir / RUN_JSON, data, version=SCHEMA_VERSION)
 
 
 def update_record(run_dir: Path, **changes: Any) -> RunRecord:

@@ -1,6 +1,6 @@
 """sweep.json's owner: runs/<sweep>/sweep.json, the index of a sweep's runs (name, folder, varied params, status,
-outcome), written by `medsynth sweep` after every run and read by `medsynth review`. Same rules as run.json
-(orchestrator.runs.record): schema_version, one-line errors naming the file and the key.
+outcome), written by `medsynth sweep` after every run and read by `medsynth review`. Read and written as run.json
+is (orchestrator.runs.record: its schema version and wording), one-line errors naming the file and the key.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.common.atomic import write_atomic
 from orchestrator.common.errors import MedsynthError
-from orchestrator.runs.record import load_versioned, versioned_text
+from orchestrator.common.jsonrecord import load_versioned, write_versioned
+from orchestrator.runs.record import SCHEMA_VERSION, run_file_wording
 
 SWEEP_JSON = "sweep.json"
 
@@ -42,7 +42,7 @@ def read_sweep_record(sweep_dir: Path) -> SweepRecord:
     path = sweep_dir / SWEEP_JSON
     if not path.is_file():
         raise MedsynthError(f"{sweep_dir}: not a medsynth sweep folder (no {SWEEP_JSON})")
-    data = load_versioned(path, what="sweep index")
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("sweep index"))
     runs = data.get("runs")
     if not isinstance(runs, list):
         raise MedsynthError(f"{path}: unreadable sweep index ('runs' is {runs!r}, expected a list)")
@@ -63,4 +63,4 @@ def read_sweep_record(sweep_dir: Path) -> SweepRecord:
 
 def write_sweep_record(sweep_dir: Path, data: Mapping[str, Any]) -> None:
     """Rewritten whole and atomically after every run, so a reader sees the sweep's progress."""
-    write_atomic(sweep_dir / SWEEP_JSON, versioned_text(data))
+    write_versioned(sweep_dir / SWEEP_JSON, data, version=SCHEMA_VERSION)

@@ -19,7 +19,8 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import find_template
 from orchestrator.dataset.record import DatasetInfo, read_dataset
 from orchestrator.runs.folder import check_run_name
-from orchestrator.train.config import Layer, TrainConfig, config_as_dict
+from orchestrator.train.config import (DATASET_TOML_FIELDS, SAMPLE_PROMPT_FIELDS, Layer, TrainConfig,
+                                       config_as_dict)
 from orchestrator.train.schedule import Schedule, schedule
 from orchestrator.train.settings import BatchChoice, Preset, Settings, choose_batch, resolve_batch
 from orchestrator.train.preflight import Gpu
@@ -88,14 +89,13 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
         sample_every_n_epochs=cfg.sample_every_n_epochs or cfg.save_every_n_epochs,
         logging_dir=cfg.logging_dir.resolve() if cfg.logging_dir else run_dir / "logs",
     )
-    d = dict(caption_extension=dataset.caption_extension, shuffle_caption=cfg.shuffle_caption,
-             enable_bucket=cfg.enable_bucket, min_bucket_reso=cfg.min_bucket_reso,
-             max_bucket_reso=cfg.max_bucket_reso, bucket_reso_steps=cfg.bucket_reso_steps,
-             bucket_no_upscale=cfg.bucket_no_upscale, resolution=resolution, batch_size=sched.batch_size,
-             image_dir=dataset.image_dir, num_repeats=dataset.repeats, flip_aug=cfg.flip_aug,
-             class_tokens=dataset.trigger)
-    s = dict(negative_prompt=cfg.negative_prompt, width=cfg.sample_width, height=cfg.sample_height,
-             cfg_scale=cfg.sample_cfg_scale, steps=cfg.sample_steps, sampler=cfg.sample_sampler)
+    # the settings config.py declares at home in dataset.toml and sample_prompts.txt, plus what the dataset and
+    # the schedule decide
+    d: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in DATASET_TOML_FIELDS}
+    d.update(caption_extension=dataset.caption_extension, resolution=resolution, batch_size=sched.batch_size,
+             image_dir=dataset.image_dir, num_repeats=dataset.repeats, class_tokens=dataset.trigger)
+    s: dict[str, Any] = {option: getattr(cfg, name_) for name_, option in SAMPLE_PROMPT_FIELDS.items()}
+    s["sampler"] = cfg.sample_sampler  # at home in train.toml (sd-scripts' default), repeated on every prompt line
     files = {
         "dataset.toml": render_template("dataset.toml.j2", {"d": d}),
         "train.toml": render_template("train.toml.j2", {"t": t, "extra": dict(cfg.kohya)}),

@@ -15,7 +15,7 @@ from orchestrator.dataset.ingest.isic2019 import DIAGNOSES as ISIC2019_CODES
 
 
 def read(raw: RawCsv) -> pd.DataFrame:
-    names, ids = norm.image_names(raw, "image_name")
+    patient = norm.isic_patient(raw, "image_name")
     target = norm.flag(raw, "target")
     malignant = target | (norm.text(raw, "benign_malignant", lower=True) == "malignant").fillna(False)
     diagnosis = norm.text(raw, "diagnosis", missing=("", "unknown"))
@@ -24,11 +24,7 @@ def read(raw: RawCsv) -> pd.DataFrame:
     # which also names the class when a copy lacks the diagnosis column
     diagnosis = diagnosis.mask(diagnosis.isna() & target, "melanoma")
     return pd.DataFrame({
-        "image_id": ids,
-        "image_name": names,
-        "patient_id": norm.text(raw, "patient_id"),
-        "sex": norm.sex(raw, "sex"),
-        "age": norm.age(raw, "age_approx"),
+        **patient,
         "site": norm.text(raw, "anatom_site_general_challenge", lower=True),
         "diagnosis": diagnosis,
         "malignant": malignant,

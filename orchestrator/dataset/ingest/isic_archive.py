@@ -35,14 +35,10 @@ def _malignant(raw: RawCsv) -> pd.Series:
 
 
 def read(raw: RawCsv) -> pd.DataFrame:
-    names, ids = norm.image_names(raw, "isic_id")
+    patient = norm.isic_patient(raw, "isic_id")
     site = norm.text(raw, "anatom_site_general", lower=True).fillna(norm.text(raw, "anatom_site_1", lower=True))
     return pd.DataFrame({
-        "image_id": ids,
-        "image_name": names,
-        "patient_id": norm.text(raw, "patient_id"),
-        "sex": norm.sex(raw, "sex"),
-        "age": norm.age(raw, "age_approx"),
+        **patient,
         "site": site,
         "diagnosis": _diagnosis(raw),
         "malignant": _malignant(raw),

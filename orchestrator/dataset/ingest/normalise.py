@@ -97,3 +97,11 @@ def image_names(raw: RawCsv, column: str) -> tuple[pd.Series, pd.Series]:
     ids = [name.removesuffix(DOWNSAMPLED) for name in names]
     index = raw.cells.index
     return pd.Series(names, index=index, dtype="string"), pd.Series(ids, index=index, dtype="string")
+
+
+def isic_patient(raw: RawCsv, name_column: str) -> dict[str, pd.Series]:
+    """The image and patient columns ISIC 2020 and the ISIC Archive export share (patient_id, sex, age_approx),
+    under the lesion table's names; the image name is in `name_column`."""
+    names, ids = image_names(raw, name_column)
+    return {"image_id": ids, "image_name": names, "patient_id": text(raw, "patient_id"), "sex": sex(raw, "sex"),
+            "age": age(raw, "age_approx")}
