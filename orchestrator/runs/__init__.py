@@ -1,1 +1,2 @@
-"""The run folder runs/<name>/: its record, and what sd-scripts writes into it (samples, LoRA files, events)."""
+"""The run folder runs/<name>/: its record (run.json), the sweep index (sweep.json), and what sd-scripts writes
+into it (samples, LoRA files, TensorBoard events)."""

@@ -1,1 +1,2 @@
-"""The training stage: typed run configuration, rendering, preflight checks and the accelerate launch."""
+"""The training stage: typed run configuration, presets and tiers, step arithmetic, rendering, preflight checks,
+the run plan, the accelerate command, launch and resume."""
