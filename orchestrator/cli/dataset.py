@@ -1,4 +1,5 @@
-"""`medsynth dataset build`: options -> orchestrator.dataset.build.build_from_options; prints what was built."""
+"""`medsynth dataset build`: options -> orchestrator.dataset.build.build_from_options; prints what was built.
+`medsynth dataset split`: options -> orchestrator.dataset.split.split_from_options; prints the folds."""
 
 from __future__ import annotations
 
@@ -52,12 +53,18 @@ def dataset() -> None:
 @click.option("--skin-tone/--no-skin-tone", "skin_tone", default=None,
               help="Measure each image's skin tone (ITA of the skin around the lesion, Chardon band): stored in "
                    "the manifest (ita, skin_tone), given to the caption template as skin_tone, counted in the report.")
+@click.option("--split", "split_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Split file from 'medsynth dataset split': build from the images outside --test-fold only, and "
+                   "record each image's fold in the manifest.")
+@click.option("--test-fold", type=click.IntRange(min=0),
+              help="The fold of --split held out for testing (numbered from 0): none of its patients' images "
+                   "are built.")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@settings_as_flags(strict="--strict")
+@settings_as_flags(strict="--strict", split_file="--split", test_fold="--test-fold")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
-                  resolution, resize, trigger, caption_template, workers, strict, skin_tone, dry_run,
-                  quiet) -> None:
+                  resolution, resize, trigger, caption_template, workers, strict, skin_tone, split_file, test_fold,
+                  dry_run, quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
     from orchestrator.dataset.build import build_from_options
     from orchestrator.dataset.report import format_report
@@ -70,6 +77,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
         "repeats": repeats, "resolution": resolution, "resize": resize,
         "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
         "workers": workers, "strict": strict, "skin_tone": skin_tone,
+        "split_file": str(split_file) if split_file else None, "test_fold": test_fold,
     }
     result = build_from_options(config=config_path, options=options, cwd=Path.cwd(), dry_run=dry_run,
                                 progress=not quiet, warn=lambda line: click.echo(line, err=True))
@@ -89,3 +97,29 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
                    f"({result.skipped} skipped, {result.duplicates} duplicates dropped, "
                    f"{result.reused} reused from the previous build) in {elapsed:.1f} s; "
                    f"manifest: {result.out / 'manifest.csv'}")
+
+
+@dataset.command("split")
+@click.option("--csv", "csv", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Metadata CSV, as for 'dataset build' (repeat for several): the table whose images are split.")
+@click.option("--format", "fmt", type=click.Choice(["isic2020", "isic2019", "ham10000", "isic_archive"]),
+              help="Force the metadata format instead of detecting it from each CSV's header.")
+@click.option("--folds", type=int, required=True,
+              help="Number of folds K (at least 2); each patient (else lesion, else image) lies in one fold.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Orders groups of equal size: the same seed and CSVs give the same split.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Split file to write (CSV: image_id, group_kind, group_id, fold).")
+@settings_as_flags(folds="--folds")
+def dataset_split(csv, fmt, folds, seed, out) -> None:
+    """Assign every image to one of K folds by stratified group k-fold (groups: patients, else lesions, else
+    images; stratified on the malignant flag) and write the split file."""
+    from orchestrator.dataset.split import split_from_options
+
+    started = time.perf_counter()
+    summary = split_from_options(list(csv), fmt, folds, seed, out, warn=lambda line: click.echo(line, err=True))
+    click.echo(f"{'fold':>4} {'images':>8} {'groups':>8} {'malignant':>9}")
+    for fold, row in summary.iterrows():
+        click.echo(f"{fold:>4} {row['images']:>8} {row['groups']:>8} {row['malignant']:>9}")
+    click.echo(f"wrote {out} ({int(summary['images'].sum())} images in {len(summary)} folds) "
+               f"in {time.perf_counter() - started:.1f} s")

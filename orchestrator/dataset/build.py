@@ -2,7 +2,7 @@
 
 <out>/
   train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption
-  manifest.csv       one row per selected image (skipped ones too, with the reason)
+  manifest.csv       one row per selected image (skipped ones too, with the reason; its fold with a split)
   dataset.json       the settings and counts that `medsynth train` reads (orchestrator.dataset.record)
   report.txt, report.png
 The folder is built in a temporary sibling and swapped into place under a lock (orchestrator.dataset.outfolder,
@@ -33,13 +33,14 @@ from orchestrator.dataset.outfolder import building, checked_out, swap_into_plac
 from orchestrator.dataset.record import DatasetRecord, has_record, read_record, write_record
 from orchestrator.dataset.report import DatasetReport, summarise, write_report
 from orchestrator.dataset.select import read_duplicates, select_counting_duplicates
+from orchestrator.dataset.split import Split, hold_out, read_split
 from orchestrator.vision.skin_tone import BAND_NAMES, tone_band
 
 MANIFEST_COLUMNS = (
     "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "output_path", "sha256",
     "width", "height", "out_width", "out_height",
-    "patient_id", "sex", "age", "site", "diagnosis", "malignant",
-    "source", "source_file", "source_line", "attribution", "license",
+    "patient_id", "lesion_id", "sex", "age", "site", "diagnosis", "malignant",
+    "source", "source_file", "source_line", "attribution", "license", "fold",
 )
 # the names an ISIC download gives its images, looked up as written (a case-sensitive file system tells .JPG from
 # .jpg)
@@ -130,10 +131,11 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
             "out_width": _text(result.out_width if result and ok else None),
             "out_height": _text(result.out_height if result and ok else None),
         }
-        for column in ("patient_id", "sex", "age", "site", "diagnosis", "source", "source_file",
+        for column in ("patient_id", "lesion_id", "sex", "age", "site", "diagnosis", "source", "source_file",
                        "source_line", "attribution", "license"):
             row[column] = _text(lesion[column])
         row["malignant"] = _text(lesion["malignant"]).lower()
+        row["fold"] = _text(lesion.get("fold"))   # only with a split
         rows.append(row)
     return rows
 
@@ -154,6 +156,7 @@ class _Plan:
     duplicates: int                # rows of the selected class left out by --duplicates
     caption_settings: CaptionSettings
     class_dir: Path
+    split: Split | None            # the split whose test fold was left out
 
 
 def _plan(settings: DatasetSettings) -> _Plan:
@@ -172,6 +175,9 @@ def _plan(settings: DatasetSettings) -> _Plan:
     except OSError as exc:  # a link loop, no permission, an I/O error: one line naming the file
         name = exc.filename or ", ".join(map(str, settings.csv))
         raise MedsynthError(f"{name}: cannot read the metadata file: {exc.strerror or exc}") from exc
+    split = read_split(settings.split_file) if settings.split_file else None
+    if split is not None:   # the test patients' images are left out before anything else looks at them
+        table = hold_out(table, split, settings.test_fold, settings.split_file)
     drop = read_duplicates(settings.duplicates) if settings.duplicates else set()
     selected, duplicates = select_counting_duplicates(
         table, diagnoses=None if settings.benign else settings.diagnoses, benign=settings.benign, drop_ids=drop)
@@ -194,7 +200,8 @@ def _plan(settings: DatasetSettings) -> _Plan:
         first = selected[selected["image_id"] == next(iter(missing))].iloc[0]
         raise MedsynthError(f"{first['source_file']}:{first['source_line']}: image '{first['image_name']}' not found "
                             f"in {', '.join(map(str, settings.images))} ({len(missing)} missing in all; strict)")
-    return _Plan(selected, sources, missing, duplicates, caption_settings, Path("train") / class_dir_name(settings))
+    return _Plan(selected, sources, missing, duplicates, caption_settings, Path("train") / class_dir_name(settings),
+                 split)
 
 
 def build_from_options(*, config: Path | None, options: Mapping[str, Any], cwd: Path, dry_run: bool = False,
@@ -276,7 +283,9 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         class_name=settings.class_name, repeats=settings.repeats, resolution=resolution,
         image_dir=class_dir.as_posix(), images=written, skipped=len(rows) - written, trigger=settings.trigger,
         caption_extension=CAPTION_EXTENSION, manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
-        caption_template=str(settings.caption_template), site_map=dict(settings.site_map)))
+        caption_template=str(settings.caption_template), site_map=dict(settings.site_map),
+        **({} if plan.split is None else {"split_sha256": plan.split.sha256, "test_fold": settings.test_fold,
+                                          "group_kind": plan.split.group_kind})))
     swap_into_place(tmp, out)
     return BuildResult(settings, out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
                        duplicates=plan.duplicates, missing=len(missing))

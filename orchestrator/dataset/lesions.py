@@ -13,6 +13,7 @@ LESION_COLUMNS: dict[str, str] = {
     "image_id": "string",      # ISIC id without the `_downsampled` suffix (the de-duplication key)
     "image_name": "string",    # the image file's stem, e.g. ISIC_0000017_downsampled (file = image_name + ".jpg")
     "patient_id": "string",
+    "lesion_id": "string",     # the source's lesion id (HAM10000, ISIC 2020 GT_v2, archive exports) | NA
     "sex": "string",           # "male" | "female" | NA
     "age": "Int64",            # years (ISIC's 5-year buckets) | NA
     "site": "string",          # anatomical site as the source wrote it (lower-case) | NA

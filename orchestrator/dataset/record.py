@@ -36,6 +36,10 @@ class DatasetRecord:
     # these two were recorded have neither (None, {})
     caption_template: str | None = None
     site_map: Mapping[str, str] = field(default_factory=dict)
+    # the patient split the build held a fold out of (orchestrator.dataset.split); None: built without one
+    split_sha256: str | None = None
+    test_fold: int | None = None
+    group_kind: str | None = None   # patient, lesion, image, or several joined by "+"
     schema_version: int = SCHEMA_VERSION
 
 
@@ -47,8 +51,11 @@ _TYPES: FieldTypes = {
     "images": ((int,), "an integer"), "skipped": ((int,), "an integer"), "trigger": ((str,), "a string"),
     "caption_extension": ((str,), "a string"), "manifest_sha256": ((str,), "a string"),
     "caption_template": ((str, type(None)), "a string or null"), "site_map": ((dict,), "an object"),
+    "split_sha256": ((str, type(None)), "a string or null"), "test_fold": ((int, type(None)), "an integer or null"),
+    "group_kind": ((str, type(None)), "a string or null"),
 }
-_OPTIONAL = ("caption_template", "site_map")  # builds before these were recorded have neither
+# builds before these were recorded have none of them
+_OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind")
 
 
 def has_record(folder: Path) -> bool:

@@ -49,13 +49,17 @@ class DatasetSettings:
     # ./templates/caption.j2 when the working directory has one, else the packaged one
     caption_template: Path = field(default_factory=lambda: paths.find_template("caption.j2"))
     site_map: Mapping[str, str] = field(default_factory=dict)
+    # a split file (orchestrator.dataset.split) and its fold held out for testing: the build leaves out its images
+    split_file: Path | None = None
+    test_fold: int | None = None
 
     def __post_init__(self) -> None:
         check_selection(self)  # here, so that building from settings made in code refuses it too
 
 
 _PATH_LIST_KEYS = ("csv", "images")
-_PATH_KEYS = ("out", "duplicates", "caption_template")
+_PATH_KEYS = ("out", "duplicates", "caption_template", "split_file")
+_NONE_DEFAULT_TYPES = {"format": str, "test_fold": int}   # settings whose default (None) does not show the type
 _KEYS = tuple(f.name for f in dataclasses.fields(DatasetSettings))
 
 
@@ -93,7 +97,7 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
             # the readers lower-case sites, so "Lower Extremity" = "leg" must still match "lower extremity"
             out[key] = {str(site).strip().lower(): text for site, text in value.items()}
         else:
-            expected = type(getattr(_DEFAULTS, key)) if key != "format" else str
+            expected = _NONE_DEFAULT_TYPES.get(key) or type(getattr(_DEFAULTS, key))
             if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise MedsynthError(f"{source}: '{key}' must be an integer, got {value!r}")
             if expected is bool and not isinstance(value, bool):
@@ -143,6 +147,11 @@ def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
         raise MedsynthError(f"'repeats' must be >= 1, got {settings.repeats}")
     if not 64 <= settings.resolution <= 8192:
         raise MedsynthError(f"'resolution' must be between 64 and 8192 pixels, got {settings.resolution}")
+    if (settings.split_file is None) != (settings.test_fold is None):
+        raise MedsynthError("split_file and test_fold go together: give both (the fold of the split to leave out) "
+                            "or neither")
+    if settings.test_fold is not None and settings.test_fold < 0:
+        raise MedsynthError(f"'test_fold' must be >= 0, got {settings.test_fold}")
     if settings.workers < 1:
         raise MedsynthError(f"'workers' must be >= 1, got {settings.workers}")
     if not settings.class_name or not settings.class_name.replace("_", "").replace("-", "").isalnum():

@@ -20,6 +20,7 @@ def read(raw: RawCsv) -> pd.DataFrame:
     return pd.DataFrame({
         "image_id": ids,
         "image_name": names,
+        "lesion_id": norm.text(raw, "lesion_id"),   # HAM10000 has no patient id: its lesions group the images
         "sex": norm.sex(raw, "sex"),
         "age": norm.age(raw, "age"),
         "site": norm.text(raw, "localization", missing=("", "unknown"), lower=True),

@@ -23,6 +23,7 @@ def read_metadata(raw: RawCsv) -> pd.DataFrame:
     return pd.DataFrame({
         "image_id": ids,
         "image_name": names,
+        "lesion_id": norm.text(raw, "lesion_id"),
         "sex": norm.sex(raw, sex_column),
         "age": norm.age(raw, "age_approx"),
         "site": norm.text(raw, "anatom_site_general", lower=True),

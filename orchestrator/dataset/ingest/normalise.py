@@ -100,8 +100,9 @@ def image_names(raw: RawCsv, column: str) -> tuple[pd.Series, pd.Series]:
 
 
 def isic_patient(raw: RawCsv, name_column: str) -> dict[str, pd.Series]:
-    """The image and patient columns ISIC 2020 and the ISIC Archive export share (patient_id, sex, age_approx),
-    under the lesion table's names; the image name is in `name_column`."""
+    """The image and patient columns ISIC 2020 and the ISIC Archive export share (patient_id, sex, age_approx,
+    and lesion_id where the copy has it), under the lesion table's names; the image name is in `name_column`."""
     names, ids = image_names(raw, name_column)
-    return {"image_id": ids, "image_name": names, "patient_id": text(raw, "patient_id"), "sex": sex(raw, "sex"),
+    return {"image_id": ids, "image_name": names, "patient_id": text(raw, "patient_id"),
+            "lesion_id": text(raw, "lesion_id"), "sex": sex(raw, "sex"),
             "age": age(raw, "age_approx")}
