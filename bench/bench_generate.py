@@ -4,7 +4,7 @@
   including the check that the caption template reproduces every training caption;
 - resume check: reading the seed/prompt text chunks of 1,000 generated-size PNGs (1024 px, ~1.5 MB of noise
   each) as a re-run does before deciding what is left to draw;
-- reader study: the 40-image page from the 40 CC0 demo images (both sides), its size in bytes;
+- reader study: the 40-image page from the 40 CC0 demo images (20 as real, 20 as synthetic), its size in bytes;
 - `medsynth generate RUN --count 100 --dry-run` as a fresh process (interpreter start included) on a small run.
 
 Run: .venv/bin/python bench/bench_generate.py [--repeats 5] [--count 10000]
@@ -83,7 +83,13 @@ def main() -> None:
         argv = [sys.executable, "-m", "orchestrator.cli.main", "generate", str(run), "--count", "100", "--dry-run"]
         seconds, _ = timed(lambda: subprocess.run(argv, cwd=ROOT, check=True, capture_output=True), args.repeats)
         print(f"generate --dry-run (100 images, fresh process): median {seconds:.2f} s")
-    seconds, study = timed(lambda: build_study(DEMO_DIR / "images", DEMO_DIR / "images", n=40, seed=0), args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        # two folders: the study refuses a file that is on both sides
+        sides = [Path(tmp) / "real", Path(tmp) / "synthetic"]
+        for i, image in enumerate(sorted((DEMO_DIR / "images").glob("*.jpg"))):
+            sides[i % 2].mkdir(exist_ok=True)
+            (sides[i % 2] / image.name).symlink_to(image)
+        seconds, study = timed(lambda: build_study(*sides, n=40, seed=0), args.repeats)
     print(f"reader study, 40 images at 512 px: median {seconds:.2f} s, page {len(study.html.encode()) / 1e6:.2f} MB")
 
 
