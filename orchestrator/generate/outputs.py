@@ -1,8 +1,8 @@
 """The synthetic/ folder of `medsynth generate` and the one owner of its files: images named SYN_<n:07d>.png, the
-seed and prompt sd-scripts writes into each PNG's text chunks, metadata.csv in ISIC 2020 form (write_metadata,
-read_synthetic_metadata) and generation.json, the settings the images were made with, which a re-run into the
-same folder must match (write_generation, read_generation; it carries a schema_version, and a file without one
-was written before it had one: version 1)."""
+seed and prompt sd-scripts writes into each PNG's text chunks, metadata.csv in ISIC 2020 form plus provenance
+columns (write_metadata, read_synthetic_metadata) and generation.json, the settings the images were made with,
+which a re-run into the same folder must match (write_generation, read_generation; it carries a schema_version,
+and a file without one was written before it had one: version 1)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.jsonrecord import Wording, field_error, load_versioned, of_types, write_versioned
 from orchestrator.generate.command import GenSettings
@@ -27,7 +28,11 @@ from orchestrator.common.atomic import write_atomic
 
 ISIC2020_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge",
                     "diagnosis", "benign_malignant", "target")
-EXTRA_COLUMNS = ("synthetic", "prompt", "seed", "lora_file", "lora_sha256")
+# image_manipulation is the isic-metadata field (values: instrument only, altered, synthetic) that marks a generated
+# image to ISIC tools; the package has no provenance fields, so the run, epoch and medsynth version are
+# medsynth_-prefixed columns, which its validation keeps as unstructured values
+EXTRA_COLUMNS = ("synthetic", "image_manipulation", "prompt", "seed", "lora_file", "lora_sha256", "medsynth_version",
+                 "medsynth_run", "medsynth_epoch")
 GENERATION_NAME = "generation.json"
 GENERATION_SCHEMA_VERSION = 1
 
@@ -70,7 +75,8 @@ def image_name(item: Item) -> str:
     return f"SYN_{item.number:07d}"
 
 
-def metadata_rows(items: Sequence[Item], s: GenSettings, extra_fields: Sequence[str] = ()) -> list[dict[str, str]]:
+def metadata_rows(items: Sequence[Item], s: GenSettings, run_name: str,
+                  extra_fields: Sequence[str] = ()) -> list[dict[str, str]]:
     rows = []
     for item in items:
         r = item.row
@@ -81,8 +87,10 @@ def metadata_rows(items: Sequence[Item], s: GenSettings, extra_fields: Sequence[
             "diagnosis": r.get("diagnosis", ""),
             "benign_malignant": {"true": "malignant", "false": "benign"}.get(malignant, ""),
             "target": "1" if r.get("diagnosis", "").lower() == "melanoma" else "0",
-            "synthetic": "1", "prompt": item.prompt, "seed": str(item.seed), "lora_file": s.lora_file,
-            "lora_sha256": s.lora_sha256, **{f: r.get(f, "") for f in extra_fields}})
+            "synthetic": "1", "image_manipulation": "synthetic", "prompt": item.prompt, "seed": str(item.seed),
+            "lora_file": s.lora_file, "lora_sha256": s.lora_sha256, "medsynth_version": __version__,
+            "medsynth_run": run_name, "medsynth_epoch": "" if s.epoch is None else str(s.epoch),
+            **{f: r.get(f, "") for f in extra_fields}})
     return rows
 
 

@@ -4,7 +4,7 @@ parts: generate/prompts.py (what to draw), generate/command.py (sdxl_gen_img.py'
 generate/run.py (running it), generate/outputs.py (the synthetic/ folder):
 
   synthetic/images/SYN_<n:07d>.png   the images (n = the item number of orchestrator.generate.prompts)
-  synthetic/metadata.csv             ISIC 2020 columns + synthetic, prompt, seed, lora_file, lora_sha256
+  synthetic/metadata.csv             ISIC 2020 columns + provenance (docs/generate.md)
   synthetic/generation.json          the settings the images were made with (a re-run must match them)
   synthetic/generate.log             everything sdxl_gen_img.py printed
 

@@ -52,11 +52,13 @@ def collect(shard_dir: Path, shard: Sequence[Item], images: Path) -> list[int]:
     return made
 
 
-def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Path, sd_scripts: Path,
-             python: str, env: Mapping[str, str], gpu_ids: Sequence[str | int | None], batch_size: int = 1,
-             cpu: bool = False, extra_fields: Sequence[str] = (), out: IO[bytes] | None = None) -> Outcome:
+def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Path, run_name: str,
+             sd_scripts: Path, python: str, env: Mapping[str, str], gpu_ids: Sequence[str | int | None],
+             batch_size: int = 1, cpu: bool = False, extra_fields: Sequence[str] = (),
+             out: IO[bytes] | None = None) -> Outcome:
     """Generate the items not yet in synthetic/images, one process per entry of gpu_ids (None: leave
-    CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image."""
+    CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image (run_name: the
+    run the LoRA came from, recorded there)."""
     started = time.perf_counter()
     images = synthetic / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
             shutil.rmtree(work, ignore_errors=True)
     have = kept | set(made)
     done = [i for i in items if i.number in have]
-    write_metadata(synthetic / "metadata.csv", metadata_rows(done, s, extra_fields), extra_fields)
+    write_metadata(synthetic / "metadata.csv", metadata_rows(done, s, run_name, extra_fields), extra_fields)
     missing = [i.number for i in items if i.number not in have]
     planned = {image_name(i) for i in items}
     unlisted = sorted(p.name for p in images.glob("SYN_*.png") if p.stem not in planned)
