@@ -48,7 +48,7 @@ def test_a_file_of_an_earlier_medsynth_without_version_template_or_site_map_is_v
     ({"images": True}, "key 'images' must be an integer, got True"),
     ({"resolution": 10.5}, "key 'resolution' must be an integer or null, got 10.5"),
     ({"site_map": {"torso": 1}}, "key 'site_map' must map sites to caption texts"),
-    ({"schema_version": 2}, "dataset record schema version 2; this medsynth reads version 1: rebuild the dataset"),
+    ({"schema_version": 2}, "dataset record schema version 2; this medsynth reads version 1: written by a newer medsynth"),
     ({"schema_version": "1"}, "dataset record schema version '1'; this medsynth reads version 1"),
 ])
 def test_a_hand_edited_or_foreign_record_is_one_line_naming_the_file_and_key(tmp_path, edit, message):

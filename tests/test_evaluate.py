@@ -148,7 +148,7 @@ def test_evaluation_json_reads_back_as_written_with_its_schema_version(melanoma_
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"schema_version": 3}, "evaluation record schema version 3; this medsynth reads version 1: evaluate again"),
+    ({"schema_version": 3}, "evaluation record schema version 3; this medsynth reads version 1: written by a newer medsynth"),
     ({"features": {}}, "key 'features' must be a list, got {} (hand-edited wrongly?): evaluate again"),
     ({"sets": None}, "key 'sets' must be an object, got None"),
 ])

@@ -134,7 +134,7 @@ def test_no_samples_in_any_run_gives_a_page_that_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{", "unreadable sweep index"),
+    ("{", "sweep.json: not valid JSON"),
     ('{"name": "x"}', "unreadable sweep index"),
     ('{"runs": [{"path": "a"}]}', r"runs\[0\] has no name"),
     ('{"runs": []}', "lists no runs"),

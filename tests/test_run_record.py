@@ -27,10 +27,11 @@ def test_a_record_without_a_version_is_read_as_the_first(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"schema_version": 2}', "schema_version 2, this medsynth reads 1: written by a newer medsynth: upgrade"),
-    ('{"schema_version": "one"}', "schema_version 'one'"),
-    ("{not json", "run.json: unreadable run record"),
-    ("[1, 2]", "run.json: unreadable run record (expected a JSON object)"),
+    ('{"schema_version": 2}', "run record schema version 2; this medsynth reads version 1: written by a newer "
+                              "medsynth: upgrade"),
+    ('{"schema_version": "one"}', "run record schema version 'one'; this medsynth reads version 1: restore it"),
+    ("{not json", "run.json: not valid JSON"),
+    ("[1, 2]", "run.json: not a run record (a JSON object)"),
 ])
 def test_an_unreadable_record_is_refused_in_one_line(tmp_path, content, message):
     (tmp_path / "run.json").write_text(content)
@@ -69,11 +70,11 @@ def test_the_sweep_index_is_versioned_and_listed(tmp_path):
     assert record.name == "s" and [(r.name, r.path, r.params, r.status) for r in record.runs] == [
         ("a", tmp_path / "a", {"lr": 1}, "created")]
     (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": 3, "runs": []}))
-    with pytest.raises(MedsynthError, match="sweep.json: schema_version 3.*upgrade medsynth"):
+    with pytest.raises(MedsynthError, match="sweep.json: sweep index schema version 3.*upgrade medsynth"):
         read_sweep_record(tmp_path)
     (tmp_path / "sweep.json").write_text(json.dumps({"schema_version": "x", "runs": []}))
-    with pytest.raises(MedsynthError, match="sweep.json: schema_version 'x', this medsynth reads 1: not a sweep index "
-                                            "medsynth wrote$"):
+    with pytest.raises(MedsynthError, match="sweep.json: sweep index schema version 'x'; this medsynth reads version 1: "
+                                            "restore it, or run the sweep again$"):
         read_sweep_record(tmp_path)
 
 

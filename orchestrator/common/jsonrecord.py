@@ -2,7 +2,7 @@
 run.json, sweep.json): one reader (`load_versioned`: a JSON object of the owner's schema_version, a file without
 `schema_version` written before records had one and read as version 1), one writer (`write_versioned`, atomic,
 schema_version first), and the checks of keys one by one. Every fault is a one-line MedsynthError naming the file
-(and key); how it is worded is the owner's (`Wording`), so each file keeps the messages its users know."""
+(and key), worded alike for every record; the owner names its file and the fix (`Wording`)."""
 
 from __future__ import annotations
 
@@ -21,20 +21,21 @@ FieldTypes = Mapping[str, tuple[tuple[type, ...], str]]
 
 @dataclass(frozen=True)
 class Wording:
-    """The messages for a record that cannot be read, after "<file>: ": `what` names the kind of file, `fix` says
-    what to do; the templates may use {what}, {fix}, {error} (the reader's exception), {reason} (an OSError's
-    reason), {found} and {version}. run.json and sweep.json word them their own way (orchestrator.runs.record)."""
+    """How an owner names its file in a message that it cannot be read, after "<file>: ": `what` names the kind
+    of file, `fix` says what to do. The sentences are the same for every record."""
 
     what: str
     fix: str
-    unreadable: str = "cannot read the {what}: {reason}"
-    not_json: str = "not valid JSON ({error}): {fix}"
-    not_object: str = "not a {what} (a JSON object): {fix}"
-    other_version: str = "{what} schema version {found!r}; this medsynth reads version {version}: {fix}"
-    newer_fix: str | None = None  # the fix for a file of a later version, where the owner tells it apart
 
     def error(self, path: Path, template: str, **values: Any) -> MedsynthError:
         return MedsynthError(f"{path}: " + template.format(**{"what": self.what, "fix": self.fix, **values}))
+
+
+_UNREADABLE = "cannot read the {what}: {reason}"
+_NOT_JSON = "not valid JSON ({error}): {fix}"
+_NOT_OBJECT = "not a {what} (a JSON object): {fix}"
+_OTHER_VERSION = "{what} schema version {found!r}; this medsynth reads version {version}: {fix}"
+_NEWER = "written by a newer medsynth: upgrade medsynth to read it"
 
 
 def load_versioned(path: Path, *, version: int, wording: Wording) -> dict[str, Any]:
@@ -42,16 +43,15 @@ def load_versioned(path: Path, *, version: int, wording: Wording) -> dict[str, A
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise wording.error(path, wording.unreadable, error=exc, reason=exc.strerror or exc) from exc
+        raise wording.error(path, _UNREADABLE, reason=exc.strerror or exc) from exc
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise wording.error(path, wording.not_json, error=exc) from exc
+        raise wording.error(path, _NOT_JSON, error=exc) from exc
     if not isinstance(data, dict):
-        raise wording.error(path, wording.not_object)
+        raise wording.error(path, _NOT_OBJECT)
     found = data.get("schema_version", 1)
     if found != version:
-        newer = wording.newer_fix is not None and of_types(found, (int,)) and found > version
-        raise wording.error(path, wording.other_version, found=found, version=version,
-                            fix=wording.newer_fix if newer else wording.fix)
+        newer = of_types(found, (int,)) and found > version
+        raise wording.error(path, _OTHER_VERSION, found=found, version=version, fix=_NEWER if newer else wording.fix)
     return data
 
 

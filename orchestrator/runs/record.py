@@ -33,13 +33,8 @@ def run_dirs_in(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob(f"*/{RUN_JSON}") if p.is_file())
 
 
-def run_file_wording(what: str) -> Wording:
-    """How run.json and sweep.json word a file they cannot read: "unreadable", and for another schema_version
-    whether a newer medsynth wrote it."""
-    return Wording(what, f"not a {what} medsynth wrote", unreadable="unreadable {what} ({error})",
-                   not_json="unreadable {what} ({error})", not_object="unreadable {what} (expected a JSON object)",
-                   other_version="schema_version {found!r}, this medsynth reads {version}: {fix}",
-                   newer_fix="written by a newer medsynth: upgrade medsynth to read it")
+# a run.json or sweep.json that medsynth cannot read was not written by it (or was edited): nothing to rebuild from
+RUN_WORDING = Wording("run record", "restore it, or train the run again into a new folder")
 
 
 class RunRecord(Mapping[str, Any]):
@@ -112,7 +107,7 @@ def read_record(run_dir: Path, *, hint: str = "") -> RunRecord:
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise MedsynthError(f"{run_dir}: not a medsynth run folder (no {RUN_JSON}){': ' + hint if hint else ''}")
-    return RunRecord(path, load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("run record")))
+    return RunRecord(path, load_versioned(path, version=SCHEMA_VERSION, wording=RUN_WORDING))
 
 
 def record_mtime_ns(run_dir: Path) -> int:

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import load_versioned, write_versioned
-from orchestrator.runs.record import SCHEMA_VERSION, run_file_wording
+from orchestrator.common.jsonrecord import Wording, load_versioned, write_versioned
+from orchestrator.runs.record import SCHEMA_VERSION
 
 SWEEP_JSON = "sweep.json"
+_WORDING = Wording("sweep index", "restore it, or run the sweep again")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def read_sweep_record(sweep_dir: Path) -> SweepRecord:
     path = sweep_dir / SWEEP_JSON
     if not path.is_file():
         raise MedsynthError(f"{sweep_dir}: not a medsynth sweep folder (no {SWEEP_JSON})")
-    data = load_versioned(path, version=SCHEMA_VERSION, wording=run_file_wording("sweep index"))
+    data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
     runs = data.get("runs")
     if not isinstance(runs, list):
         raise MedsynthError(f"{path}: unreadable sweep index ('runs' is {runs!r}, expected a list)")
