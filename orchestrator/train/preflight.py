@@ -179,7 +179,7 @@ def check_gpus(probe: Probe, *, min_gpu_gib: float, num_processes: int, gpu_ids:
     small = min(used, key=lambda g: g.total_gib)
     if small.total_gib < min_gpu_gib:
         raise MedsynthError(f"{small.name} has {small.total_gib:.1f} GiB; this preset needs at least "
-                            f"{min_gpu_gib:g} GiB (try --preset low-vram)")
+                            f"{min_gpu_gib:g} GiB (try the low-vram preset)")
     return used
 
 
@@ -287,7 +287,7 @@ def check_optimizer(cfg: TrainConfig, probe: Probe) -> None:
     name = cfg.optimizer_type.lower()
     if ("8bit" in name or name.startswith("paged")) and not probe.bitsandbytes:
         raise MedsynthError(f"optimizer_type {cfg.optimizer_type} needs bitsandbytes, which {probe.python} cannot "
-                            f"import: pip install bitsandbytes, or --set optimizer_type=AdamW")
+                            f"import: pip install bitsandbytes, or set optimizer_type = 'AdamW'")
     if not probe.accelerate:
         raise MedsynthError(f"{probe.python} cannot import accelerate: run 'make setup-kohya'")
 

@@ -143,7 +143,7 @@ def merge_layers(preset: Preset, layers: Sequence[Layer]) -> tuple[TrainConfig, 
     check_config(cfg)
     if cfg.train_batch_size == AUTO and not preset.batch_tiers:
         raise MedsynthError(f"train_batch_size = \"auto\": preset {preset.name} has no [[batch_tiers]] table to "
-                            f"choose from ({preset.path}): set a number, or use --preset default")
+                            f"choose from ({preset.path}): set a number, or use the default preset")
     return cfg, user_keys
 
 
