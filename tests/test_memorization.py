@@ -1,5 +1,5 @@
 """The memorization screen (orchestrator/evaluate/memorization.py): planted copies of the 40 CC0 demo images,
-re-encoded, resized, flipped, rotated or noised, are flagged with their source; distinct demo lesions are not
+re-encoded, resized, flipped, rotated, noised or cropped, are flagged with their source; distinct demo lesions are not
 (leave-one-out, the threshold calibrated without the image screened); and `medsynth evaluate` records the screen
 in evaluation.json and shows a flagged pair on its page."""
 
@@ -34,12 +34,22 @@ def noised(image: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
+def centre_crop(image: np.ndarray, width: float, height: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    dy, dx = int(h * (1 - height) / 2), int(w * (1 - width) / 2)
+    return image[dy:h - dy, dx:w - dx]
+
+
 PLANTED = {
     "jpeg q70": lambda image, i: jpeg70(image),
     "resized 0.5x": lambda image, i: cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
     "flipped horizontally": lambda image, i: cv2.flip(image, 1),
     "rotated 90": lambda image, i: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),
     "noised sigma 5": noised,
+    # what a memorized training image can look like: a crop of it, as training crops images to its buckets
+    "centre crop 0.8": lambda image, i: centre_crop(image, 0.8, 0.8),
+    "bucket crop 1024x672": lambda image, i: cv2.resize(centre_crop(image, 1.0, 0.875), (1024, 672),
+                                                         interpolation=cv2.INTER_AREA),
 }
 
 

@@ -4,14 +4,16 @@ A diffusion model can reproduce training images (Carlini et al. 2023); in medici
 image. Each image becomes a pixel-space embedding: a THUMB x THUMB grayscale thumbnail (area-averaged, so
 re-encoding, resizing and light noise barely move it), normalised to zero mean and unit norm. Similarity is the
 Pearson correlation of two thumbnails, the maximum over the 8 flips and rotations of the synthetic one
-(dermoscopy has no "up"). Every synthetic image gets its nearest real image and that similarity.
+(dermoscopy has no "up") and over centre crops of the real one (CROPS of its width times CROPS of its height:
+training crops images to its resolution buckets, so a memorized image may be a crop of its source). Every
+synthetic image gets its nearest real image and that similarity.
 
 The threshold is calibrated on the real set itself: each real image's nearest *other* real image is a pair of
 distinct lesions, so those similarities show how alike unrelated dermoscopy images get (dark blob, skin, round
 vignette). The threshold is their 95th percentile plus half of the gap from there to 1 (halfway to identical):
-above nearly every distinct-lesion pair, and still below the copies, which score ~0.99. With fewer than
+above nearly every distinct-lesion pair, and still below the copies, which score >= 0.99. With fewer than
 MIN_REAL real images there is no such distribution to speak of: no threshold, nothing flagged, and the screen
-says the calibration is unreliable.
+says the calibration is unreliable. Measured on the 40 demo images: docs/evaluation.md.
 
 Pure computation on decoded images: callers decode (BGR or grayscale uint8 arrays)."""
 
@@ -28,17 +30,30 @@ THUMB = 32
 QUANTILE = 0.95
 MARGIN = 0.5            # the share of the way from the quantile to 1 the threshold sits
 MIN_REAL = 5
+CROPS = (1.0, 0.9, 0.8)  # the centre share of each side kept; 1.0 first: row 0 of an embedding is the whole image
 METHOD = (f"grayscale {THUMB}x{THUMB} area-averaged thumbnail, zero mean and unit norm; similarity = Pearson "
-          f"correlation, the maximum over the 8 flips and rotations of the synthetic image")
+          f"correlation, the maximum over the 8 flips and rotations of the synthetic image and over the "
+          f"{len(CROPS) ** 2} centre crops (width and height each {', '.join(map(str, CROPS))}) of the real one")
 
 
-def embed(image: np.ndarray) -> np.ndarray:
-    """The normalised thumbnail of one decoded image (a flat float32 vector of THUMB * THUMB)."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+def _thumbnail(gray: np.ndarray) -> np.ndarray:
     thumb = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
     thumb -= thumb.mean()
     norm = float(np.linalg.norm(thumb))
     return (thumb / norm if norm > 0 else thumb).ravel()
+
+
+def embed(image: np.ndarray) -> np.ndarray:
+    """The normalised thumbnails of one decoded image's centre crops, (len(CROPS) ** 2, THUMB * THUMB) float32;
+    row 0 is the whole image."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    h, w = gray.shape
+    rows = []
+    for fx in CROPS:
+        for fy in CROPS:
+            dx, dy = round(w * (1 - fx) / 2), round(h * (1 - fy) / 2)
+            rows.append(_thumbnail(gray[dy:h - dy, dx:w - dx]))
+    return np.stack(rows)
 
 
 def _dihedral(vector: np.ndarray) -> np.ndarray:
@@ -49,11 +64,12 @@ def _dihedral(vector: np.ndarray) -> np.ndarray:
 
 
 def similarity_matrix(queries: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """(len(queries), len(real)) correlations, each the best over the query's 8 orientations."""
+    """(len(queries), len(real)) correlations of embeddings (n, crops, d) and (m, crops, d): each the best over
+    the 8 orientations of the query's whole image and the real image's crops."""
     if len(queries) == 0 or len(real) == 0:
         return np.zeros((len(queries), len(real)), np.float32)
-    variants = np.stack([_dihedral(q) for q in queries])           # (n, 8, d)
-    return np.einsum("nvd,md->nvm", variants, real).max(axis=1)
+    variants = np.stack([_dihedral(q[0]) for q in queries])        # (n, 8, d)
+    return np.einsum("nvd,mkd->nmvk", variants, real).max(axis=(2, 3))
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,11 @@ def screen(real: Sequence[tuple[str, np.ndarray | None]], synthetic: Sequence[tu
     """Nearest real image and similarity of every synthetic image, flagged against the threshold calibrated on
     `real`; (name, embedding) pairs, None for a file that did not decode (left out / not screened)."""
     real_names = [name for name, e in real if e is not None]
-    real_vectors = np.stack([e for _, e in real if e is not None]) if real_names else np.zeros((0, THUMB * THUMB))
+    empty = np.zeros((0, len(CROPS) ** 2, THUMB * THUMB), np.float32)
+    real_vectors = np.stack([e for _, e in real if e is not None]) if real_names else empty
     calibration = calibrate(real_vectors)
     decoded = [(name, e) for name, e in synthetic if e is not None]
-    sims = similarity_matrix(np.stack([e for _, e in decoded]) if decoded else np.zeros((0, THUMB * THUMB)),
-                             real_vectors)
+    sims = similarity_matrix(np.stack([e for _, e in decoded]) if decoded else empty, real_vectors)
     found = {}
     for (name, _), row in zip(decoded, sims):
         if len(row):
