@@ -15,30 +15,17 @@ Run: .venv/bin/python bench/bench_memorization.py
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_evaluate import REPEATS, median_seconds  # noqa: E402
 from orchestrator.common.paths import DEMO_DIR  # noqa: E402
 from orchestrator.evaluate.features import embeddings, image_set  # noqa: E402
 from orchestrator.evaluate.memorization import calibrate, similarity_matrix  # noqa: E402
-
-REPEATS = 5
-
-
-def median_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
