@@ -1,7 +1,7 @@
 """The memorization screen of `medsynth evaluate` (orchestrator/evaluate/memorization.py): what it costs.
 
 Prints, for the 40 CC0 demo images (1022x767 and 1504x1129 JPEGs), medians of REPEATS runs:
-  embed          decode at the 1/8 libjpeg reduction + the 9 centre-crop thumbnails, per image (every real
+  embed          decode at a libjpeg reduction (long side >= 256) + the 9 centre-crop thumbnails, per image (every real
                  and every synthetic image pays it once)
   nearest N=...  the nearest of N real images (9 crops each) for each of the 40 synthetic images (8
                  orientations each), per synthetic image; N = 40 (the demo set) and N = 584 (the demo set
