@@ -167,6 +167,15 @@ def test_a_page_with_nothing_flagged_says_so(tmp_path):
     assert 'id="memorization" data-flagged="0">None of the 2 synthetic images is flagged' in page
 
 
+def test_evaluate_with_too_few_real_images_says_it_did_not_screen(tmp_path):
+    out, output = evaluate_linked(tmp_path, DEMO_IMAGES[:MIN_REAL - 1], [], cv2.imread(str(DEMO_IMAGES[0])))
+    assert "memorization screen: not screened (calibration unreliable: 4 real images, 5 needed" in output
+    memo = json.loads((out / RECORD_NAME).read_text())["memorization"]
+    assert memo["calibration"]["threshold"] is None and memo["images"][0]["flagged"] is None
+    assert 'id="memorization" data-flagged="">Not screened: calibration unreliable' in \
+        (out / "evaluation.html").read_text()
+
+
 def test_an_evaluation_json_from_before_the_screen_still_reads(tmp_path):
     record = {"schema_version": 1, "note": "", "sets": {}, "features": [], "run": None, "fid_kid": None,
               "images": {}}

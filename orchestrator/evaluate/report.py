@@ -140,6 +140,8 @@ def thumbnail(source: Path, path: Path) -> bool:
 def flagged_pairs(evaluation: Evaluation, out: Path) -> list[dict[str, Any]]:
     """Per flagged synthetic image: its name, its nearest real image, the similarity and both thumbnails' links
     (None where a file no longer decodes)."""
+    for stale in (out / ASSETS).glob("memorized_*.png"):  # a pair an earlier run of this folder flagged
+        stale.unlink()
     pairs = []
     for i, match in enumerate(evaluation.memorization.flagged):
         links = {}
