@@ -97,12 +97,11 @@ class Calibration:
 def calibrate(real: np.ndarray) -> Calibration:
     """The threshold from the real set's nearest-other-image similarities (module doc)."""
     n = len(real)
-    if n < 2:
-        return Calibration(None, n, [], f"calibration unreliable: {n} real image(s), {MIN_REAL} needed; "
-                                         f"nothing flagged")
-    sims = similarity_matrix(real, real)
-    np.fill_diagonal(sims, -np.inf)
-    nearest = [round(float(s), 4) for s in sims.max(axis=1)]
+    nearest: list[float] = []
+    if n >= 2:
+        sims = similarity_matrix(real, real)
+        np.fill_diagonal(sims, -np.inf)  # the nearest *other* image
+        nearest = [round(float(s), 4) for s in sims.max(axis=1)]
     if n < MIN_REAL:
         return Calibration(None, n, nearest, f"calibration unreliable: {n} real images, {MIN_REAL} needed; "
                                              f"nothing flagged")
