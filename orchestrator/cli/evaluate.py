@@ -33,7 +33,8 @@ def evaluate(real: Path, synth: Path, run_dir: Path | None, out: Path | None, in
     REAL and SYNTH are each a folder of images, a dataset folder (its train/ images) or a 'medsynth
     generate' output (synthetic/images). Per image: lesion mask, asymmetry, border, colours, diameter, a
     TDS-style estimate (not a diagnosis) and skin ITA; per feature: means, medians, histograms and the
-    Kolmogorov-Smirnov statistic between the sets.
+    Kolmogorov-Smirnov statistic between the sets. Each SYNTH image is also screened for being a
+    near-copy of a REAL image (give the training images as REAL).
     """
     from orchestrator.evaluate.job import evaluate_folders
 

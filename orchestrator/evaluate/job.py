@@ -6,6 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.evaluate.memorization import Screen
 
 
 def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path | None,
@@ -25,6 +29,7 @@ def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path
         say(line)
     if result.fid is not None:
         say(f"FID {result.fid['fid']:.3f}   KID {result.fid['kid']:.5f} ± {result.fid['kid_std']:.5f}")
+    say(memorization_line(result.memorization))
     if result.points:
         say(f"run samples: {', '.join(f'{c.label} ({len(r)})' for c, r in result.points)}")
     records = result.real_records + result.synth_records
@@ -33,3 +38,11 @@ def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path
     say(f"measured {len(result.real_records)} real and {len(result.synth_records)} synthetic images "
         f"({missing} without a lesion found, {unreadable} unreadable: see evaluation.json) in "
         f"{time.perf_counter() - started:.1f} s; wrote {written.html} and {written.json}")
+
+
+def memorization_line(found: Screen) -> str:
+    calibration = found.calibration
+    if calibration.threshold is None:
+        return f"memorization screen: not screened ({calibration.note})"
+    return (f"memorization screen: {len(found.flagged)} of {found.screened} synthetic images flagged as near-copies of "
+            f"a real image (similarity >= {calibration.threshold:.4f}; see evaluation.html)")

@@ -1,6 +1,7 @@
 """evaluation.json, what `medsynth evaluate` records: what it holds (evaluation_record), its one writer and its
 one reader. A file without `schema_version` was written before it had one and is read as version 1; a file of
-another version is refused with a message saying to evaluate again (orchestrator.common.jsonrecord)."""
+another version is refused with a message saying to evaluate again (orchestrator.common.jsonrecord). The
+memorization screen came later as an optional key: a file without it still reads (memorization = None)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class EvaluationRecord:
     run: dict[str, Any] | None          # with a run: its path and the per-epoch trend of its samples
     fid_kid: dict[str, Any] | None      # with Inception weights only
     images: dict[str, Any]              # every image's measurements: real, synthetic, run_samples per column
+    memorization: dict[str, Any] | None = None  # memorization.Screen.as_dict(); None in files from before it
     schema_version: int = SCHEMA_VERSION
 
 
@@ -37,7 +39,7 @@ _WORDING = Wording("evaluation record", _FIX)
 _TYPES: FieldTypes = {
     "note": ((str,), "a string"), "sets": ((dict,), "an object"), "features": ((list,), "a list"),
     "run": ((dict, type(None)), "an object or null"), "fid_kid": ((dict, type(None)), "an object or null"),
-    "images": ((dict,), "an object"),
+    "images": ((dict,), "an object"), "memorization": ((dict, type(None)), "an object or null"),
 }
 
 
@@ -53,7 +55,8 @@ def evaluation_record(evaluation: Evaluation) -> EvaluationRecord:
         fid_kid=evaluation.fid,
         images={"real": [r.as_dict() for r in evaluation.real_records],
                 "synthetic": [r.as_dict() for r in evaluation.synth_records],
-                "run_samples": {c.label: [r.as_dict() for r in recs] for c, recs in evaluation.points}})
+                "run_samples": {c.label: [r.as_dict() for r in recs] for c, recs in evaluation.points}},
+        memorization=evaluation.memorization.as_dict())
 
 
 def write_evaluation_record(out: Path, record: EvaluationRecord) -> Path:
@@ -69,4 +72,4 @@ def read_evaluation_record(out: Path) -> EvaluationRecord:
     if not path.is_file():
         raise MedsynthError(f"{out}: no {RECORD_NAME}: run 'medsynth evaluate' first")
     data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
-    return EvaluationRecord(**typed_fields(path, data, _TYPES, fix=_FIX))
+    return EvaluationRecord(**typed_fields(path, data, _TYPES, fix=_FIX, optional=("memorization",)))

@@ -1,6 +1,7 @@
 """Writes an evaluation: evaluation.json (its contents and format: evaluate/record.py), evaluation.html
 (templates/evaluation.html.j2) and its figures in evaluation_files/ (one histogram PNG per feature, real and
-synthetic side by side; the skin-tone bands; with a run, the per-epoch trend). Links are relative, so the
+synthetic side by side; the skin-tone bands; with a run, the per-epoch trend; a thumbnail of each image of a
+pair the memorization screen flagged). Links are relative, so the
 folder can be moved as a whole. Every file is written to a temporary name and renamed into place."""
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from orchestrator.common.htmlpage import write_page
-from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values
+from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values, read_image
 from orchestrator.evaluate.record import evaluation_record, write_evaluation_record
 from orchestrator.vision.skin_tone import BAND_NAMES
 
 ASSETS = "evaluation_files"
+PAIR_THUMB = 200  # px, long side of a flagged pair's thumbnails
 REAL_COLOUR, SYNTH_COLOUR = "#1f77b4", "#d62728"
 
 
@@ -119,6 +122,38 @@ def trend_chart(trend: list[dict[str, Any]], real_means: dict[str, float | None]
     _save(fig, path)
 
 
+def thumbnail(source: Path, path: Path) -> bool:
+    """A PAIR_THUMB px PNG of `source` at `path`; False when the file no longer decodes."""
+    decoded = read_image(source, PAIR_THUMB)
+    if decoded is None:
+        return False
+    image = decoded[0]
+    scale = PAIR_THUMB / max(image.shape[:2])
+    small = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    cv2.imwrite(str(tmp), small)
+    os.replace(tmp, path)
+    return True
+
+
+def flagged_pairs(evaluation: Evaluation, out: Path) -> list[dict[str, Any]]:
+    """Per flagged synthetic image: its name, its nearest real image, the similarity and both thumbnails' links
+    (None where a file no longer decodes)."""
+    for stale in (out / ASSETS).glob("memorized_*.png"):  # a pair an earlier run of this folder flagged
+        stale.unlink()
+    pairs = []
+    for i, match in enumerate(evaluation.memorization.flagged):
+        links = {}
+        for side, root, name in (("synthetic", evaluation.synth.root, match.synthetic),
+                                 ("real", evaluation.real.root, match.nearest_real)):
+            path = out / ASSETS / f"memorized_{i:03d}_{side}.png"
+            links[side] = f"{ASSETS}/{path.name}" if thumbnail(root / name, path) else None
+        pairs.append({"synthetic": match.synthetic, "real": match.nearest_real, "similarity": match.similarity,
+                      "synthetic_figure": links["synthetic"], "real_figure": links["real"]})
+    return pairs
+
+
 def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
     out.mkdir(parents=True, exist_ok=True)
     (out / ASSETS).mkdir(exist_ok=True)
@@ -144,7 +179,7 @@ def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
     json_path = write_evaluation_record(out, record)
     context = {"summary": record, "features": rows, "tone_figure": f"{ASSETS}/{tone_path.name}",
                "trend_figure": trend_figure, "bands": BAND_NAMES,
-               "feature_keys": [f.key for f in FEATURES]}
+               "feature_keys": [f.key for f in FEATURES], "flagged_pairs": flagged_pairs(evaluation, out)}
     html_path = out / "evaluation.html"
     write_page(html_path, "evaluation.html.j2", context)
     return Written(html_path, json_path, tuple(figures))
