@@ -294,7 +294,7 @@ def test_a_folder_without_run_json_is_refused_in_one_line(tmp_path):
 
 def test_a_broken_run_json_is_refused(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
-    with pytest.raises(MedsynthError, match=r"run.json: unreadable"):
+    with pytest.raises(MedsynthError, match=r"run.json: not valid JSON"):
         review_run(tmp_path)
 
 
