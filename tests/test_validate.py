@@ -205,11 +205,12 @@ def test_duplicate_subset_is_refused():
     ("general.face_crop_aug_range", [1.0, 2.0]),
 ])
 def test_valid_dataset_value_is_accepted(path, value):
-    validate_dataset_config(edited(dataset(), path, value), source="dataset.toml")
+    assert problem(lambda: validate_dataset_config(edited(dataset(), path, value), source="dataset.toml")) is None
 
 
 def test_missing_image_dir_on_disk_is_left_to_preflight():
-    validate_dataset_config(edited(dataset(), "datasets.0.subsets.0.image_dir", "/nonexistent/1_x"), source="d.toml")
+    missing = edited(dataset(), "datasets.0.subsets.0.image_dir", "/nonexistent/1_x")
+    assert problem(lambda: validate_dataset_config(missing, source="d.toml")) is None
 
 
 # ------------------------------------------------------------------------------------------- both files
@@ -234,12 +235,12 @@ def test_cross_file_combination_that_aborts_sd_scripts_is_refused(path, value, f
 
 def test_bucket_limits_are_compared_as_sd_scripts_rounds_them():
     # sd-scripts rounds max_bucket_reso up and min_bucket_reso down to bucket_reso_steps before asserting
-    ds = edited(edited(dataset(), "datasets.0.resolution", 1024), "datasets.0.max_bucket_reso", 1000)
-    check_combinations(train(), ds, source="runs/demo")  # 1000 -> 1024
-    ds = edited(dataset(), "datasets.0.min_bucket_reso", 1030)
-    check_combinations(train(), ds, source="runs/demo")  # 1030 -> 1024
+    high = edited(edited(dataset(), "datasets.0.resolution", 1024), "datasets.0.max_bucket_reso", 1000)
+    assert problem(lambda: check_combinations(train(), high, source="runs/demo")) is None  # 1000 -> 1024
+    low = edited(dataset(), "datasets.0.min_bucket_reso", 1030)
+    assert problem(lambda: check_combinations(train(), low, source="runs/demo")) is None  # 1030 -> 1024
     no_buckets = edited(edited(dataset(), "datasets.0.enable_bucket", False), "datasets.0.resolution", 4096)
-    check_combinations(train(), no_buckets, source="runs/demo")  # limits apply to buckets only
+    assert problem(lambda: check_combinations(train(), no_buckets, source="runs/demo")) is None  # buckets only
 
 
 def test_training_toml_value_inherited_by_subsets_counts():
@@ -250,7 +251,8 @@ def test_training_toml_value_inherited_by_subsets_counts():
 
 
 def test_dataset_value_overrides_training_toml_value():
-    check_combinations(edited(train(), "training.shuffle_caption", True), dataset(), source="runs/demo")
+    cfg = edited(train(), "training.shuffle_caption", True)
+    assert problem(lambda: check_combinations(cfg, dataset(), source="runs/demo")) is None
 
 
 def test_resolution_must_be_set_in_one_of_the_files():
@@ -263,7 +265,7 @@ def test_resolution_must_be_set_in_one_of_the_files():
 def test_combinations_pass_without_caching():
     cfg = edited(edited(train(), "training.cache_latents", False), "training.cache_text_encoder_outputs", False)
     ds = edited(edited(dataset(), "general.shuffle_caption", True), "general.random_crop", True)
-    check_combinations(cfg, ds, source="runs/demo")
+    assert problem(lambda: check_combinations(cfg, ds, source="runs/demo")) is None
 
 
 # ------------------------------------------------------------------------------------------- sample prompts
