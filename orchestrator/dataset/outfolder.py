@@ -14,7 +14,6 @@ build killed outright (SIGKILL) leaves them for the next run, which removes the 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator.common.errors import Interrupted, MedsynthError
+from orchestrator.common.filelock import exclusive
 from orchestrator.dataset.record import has_record
 from orchestrator.dataset.settings import DatasetSettings
 
@@ -108,52 +108,12 @@ def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
-@contextmanager
-def build_lock(out: Path) -> Iterator[None]:
-    """Hold the exclusive lock on building `out`, or refuse at once when another build holds it.
-
-    flock on `.<out>.lock`, which holds the holder's pid; the kernel drops the lock when its process dies,
-    however it dies, so a stale file never blocks. The file is removed on release while still locked; a build
-    that opened the removed file before that sees it is no longer the one at the path, and locks anew."""
-    path = lock_path(out)
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise MedsynthError(f"out {out}: cannot write in {out.parent}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            except OSError:
-                holder = ""
-            os.close(fd)
-            pid = f" (pid {holder})" if holder.isdigit() else ""
-            raise MedsynthError(f"out {out}: another medsynth dataset build{pid} is building this folder; "
-                                f"wait for it to finish or stop it, then run again") from None
-        except OSError:
-            pass  # no flock on this file system (some network mounts): build unlocked, as before
-        try:
-            current = os.path.samestat(os.fstat(fd), os.stat(path))
-        except OSError:
-            current = False
-        if current:
-            break
-        os.close(fd)  # locked a file the previous holder had just removed: lock the one at the path now
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-    except OSError:
-        pass  # the pid is only for the refusal message (a full disk may not take it)
-    try:
-        yield
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        os.close(fd)
+def build_lock(out: Path):
+    """Hold the exclusive lock on building `out`, or refuse at once when another build holds it
+    (orchestrator.common.filelock)."""
+    return exclusive(lock_path(out), cannot_write=f"out {out}: cannot write in {out.parent}",
+                     busy=lambda pid: f"out {out}: another medsynth dataset build{pid} is building this folder; "
+                                      f"wait for it to finish or stop it, then run again")
 
 
 def _make_parents(out: Path) -> list[Path]:
