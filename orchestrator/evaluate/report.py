@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from orchestrator.common.figures import pyplot, save_png
 from orchestrator.common.htmlpage import write_page
 from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values, read_image
 from orchestrator.evaluate.record import evaluation_record, write_evaluation_record
@@ -33,22 +34,6 @@ class Written:
     figures: tuple[Path, ...]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90, metadata={"Software": None})  # no version stamp: same data, same bytes
-    _plt().close(fig)
-    os.replace(tmp, path)
-
-
 def _bins(feature: Feature, values: np.ndarray) -> np.ndarray:
     if feature.discrete:
         low, high = (int(values.min()), int(values.max())) if len(values) else (0, 1)
@@ -62,7 +47,7 @@ def _bins(feature: Feature, values: np.ndarray) -> np.ndarray:
 def histogram(feature: Feature, real: Sequence[float], synth: Sequence[float], row: dict[str, Any],
               path: Path) -> None:
     """Two histograms (share of each set per bin) side by side on shared bins."""
-    plt = _plt()
+    plt = pyplot()
     a, b = np.asarray(real, float), np.asarray(synth, float)
     bins = _bins(feature, np.concatenate([a, b]))
     width = (bins[1] - bins[0]) * 0.4
@@ -80,11 +65,11 @@ def histogram(feature: Feature, real: Sequence[float], synth: Sequence[float], r
         ax.set_xticks(centres)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def tone_chart(real: dict[str, int], synth: dict[str, int], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     x = np.arange(len(BAND_NAMES))
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     for counts, offset, colour, name in ((real, -0.2, REAL_COLOUR, "real"), (synth, 0.2, SYNTH_COLOUR, "synthetic")):
@@ -95,12 +80,12 @@ def tone_chart(real: dict[str, int], synth: dict[str, int], path: Path) -> None:
     ax.set_title("skin tone (ITA, Chardon bands)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def trend_chart(trend: list[dict[str, Any]], real_means: dict[str, float | None], path: Path) -> None:
     """KS against the real set per feature over the sampling points, and the TDS mean beside the real one."""
-    plt = _plt()
+    plt = pyplot()
     labels = [t["label"].replace(" (before training)", "") for t in trend]
     x = np.arange(len(trend))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -119,7 +104,7 @@ def trend_chart(trend: list[dict[str, Any]], real_means: dict[str, float | None]
     for ax in (left, right):
         ax.set_xticks(x, labels, fontsize=7, rotation=30)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def thumbnail(source: Path, path: Path) -> bool:
