@@ -139,10 +139,13 @@ def run_task(s: BenchSettings, task: Task, d: BenchmarkData, pixels: np.ndarray,
     return result
 
 
-def run_benchmark(s: BenchSettings, *, task: int | None = None, dry_run: bool = False, progress: bool = True,
-                  say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> Path | None:
+def run_benchmark(s: BenchSettings, *, task: int | None = None, dry_run: bool = False, slurm: dict | None = None,
+                  progress: bool = True, say: Callable[[str], None] = print,
+                  warn: Callable[[str], None] = print) -> Path | None:
     """Train what is missing (only task number `task` when given) and, without `task`, gather into
-    benchmark.json and benchmark.html; the benchmark.json path (None after a task or a dry run)."""
+    benchmark.json and benchmark.html; the benchmark.json path (None after a task, a dry run or `slurm`).
+    With `slurm` (the sbatch options: gpus, time, partition, account), decode the images into the cache and write
+    the array script instead of training."""
     from orchestrator.benchmark.summary import describe_plan, gather
     d, training, tasks, leakage = prepare(s, warn)
     test_images = len(d.test)
@@ -155,19 +158,26 @@ def run_benchmark(s: BenchSettings, *, task: int | None = None, dry_run: bool = 
         raise MedsynthError(f"--task {task}: this benchmark has tasks 0 to {len(tasks) - 1}")
     todo = [t for i, t in enumerate(tasks) if done[t.path] is None and (task is None or i == task)]
     with stop_signals_raise():
-        s.out.mkdir(parents=True, exist_ok=True)
-        if todo:
+        (s.out / record.RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+        if todo or slurm is not None:
             from orchestrator.benchmark.fit import device_name
             from orchestrator.benchmark.pixels import load_pixels
             keys = all_keys(d)
+            # every task reads this one cache: decoded here, once, before a Slurm array starts them together
             pixels = load_pixels(keys, d.paths, s.image_size, s.out / "cache", workers=s.workers,
                                  progress=progress)
             index = {k: i for i, k in enumerate(keys)}
+        if slurm is not None:
+            from orchestrator.benchmark.slurm import write_script
+            script = write_script(s, tasks=len(tasks), **slurm)
+            say(f"medsynth: {script}: {len(tasks)} tasks ({len(todo)} without a result yet); submit with "
+                f"'sbatch {script}', then run this command again without --emit to gather")
+            return None
+        for number, t in enumerate(todo, start=1):
             device = device_name()
-            for number, t in enumerate(todo, start=1):
-                say(f"medsynth: training {t.arm.name}, seed {t.seed} ({number} of {len(todo)} to train, "
-                    f"{len(tasks)} in all) on {device}")
-                done[t.path] = run_task(s, t, d, pixels, index, device=device, progress=progress)
+            say(f"medsynth: training {t.arm.name}, seed {t.seed} ({number} of {len(todo)} to train, "
+                f"{len(tasks)} in all) on {device}")
+            done[t.path] = run_task(s, t, d, pixels, index, device=device, progress=progress)
         if task is not None:
             say(f"medsynth: task {task} ({tasks[task].arm.name}, seed {tasks[task].seed}) done: "
                 f"{tasks[task].path}")

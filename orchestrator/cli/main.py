@@ -68,5 +68,9 @@ from orchestrator.cli.reader_study import reader_study  # noqa: E402
 
 main.add_command(reader_study)
 
+from orchestrator.cli.benchmark import benchmark  # noqa: E402
+
+main.add_command(benchmark)
+
 if __name__ == "__main__":
     main()

@@ -41,15 +41,24 @@ def render_script(*, name: str, run_dirs: Sequence[Path], script: Path, gpus: in
     repo = repo if repo is not None else paths.SOURCE_ROOT or Path.cwd()
     if not run_dirs:
         raise MedsynthError("a Slurm array needs at least one run")
-    log = script.parent / "slurm-%A_%a.out"
+    return shell_environment().get_template(TEMPLATE).render(
+        name=name, run_dirs=[str(d) for d in run_dirs], script=str(script), gpus=gpus, time=time,
+        partition=partition, account=account, python=python, repo=str(repo), output=log_option(script))
+
+
+def shell_environment() -> jinja2.Environment:
+    """Jinja for shell scripts: no HTML escaping; the `sh` filter shell-quotes a value."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths.template_dirs()), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["sh"] = lambda value: shlex.quote(str(value))
-    return env.get_template(TEMPLATE).render(
-        name=name, run_dirs=[str(d) for d in run_dirs], script=str(script), gpus=gpus, time=time,
-        partition=partition, account=account, python=python, repo=str(repo),
-        # sbatch reads --output without a shell: written only when the path needs no quoting (else Slurm's default)
-        output=str(log) if _SAFE_PATH.match(str(log)) else None)
+    return env
+
+
+def log_option(script: Path) -> str | None:
+    """The array's log file pattern beside the script; sbatch reads --output without a shell, so it is written only
+    when the path needs no quoting (else Slurm's default)."""
+    log = script.parent / "slurm-%A_%a.out"
+    return str(log) if _SAFE_PATH.match(str(log)) else None
 
 
 def write_script(sweep_dir: Path, **options) -> Path:
