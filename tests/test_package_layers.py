@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 # the flow, bottom first: a subpackage may import its own modules and those of earlier layers only
 LAYERS = [{"common"}, {"vision", "kohya"}, {"dataset"}, {"runs"}, {"train"}, {"sweep", "review", "generate"},
-          {"evaluate"}, {"cli"}]
+          {"evaluate", "benchmark"}, {"cli"}]
 MAX_LINES = 360
 
 
