@@ -49,8 +49,9 @@ def _generate(fake, count=5, gpu_ids=(None,), **kw):
     plan = gen.plan_generation(fake["run"], count=count, seed=kw.pop("seed", 0), epoch=kw.pop("epoch", None))
     out = io.BytesIO()
     outcome = gen_run.generate(plan.items, plan.settings, synthetic=plan.synthetic, lora=plan.lora,
-                           run_name=plan.run.name, sd_scripts=fake["sd"], python=fake["python"], env=dict(os.environ),
-                           gpu_ids=list(gpu_ids), out=out, extra_fields=plan.extra_fields, **kw)
+                           run_name=plan.run.name, run_dir=plan.run.run_dir, sd_scripts=fake["sd"],
+                           python=fake["python"], env=dict(os.environ), gpu_ids=list(gpu_ids), out=out,
+                           extra_fields=plan.extra_fields, **kw)
     return plan, outcome, out.getvalue().decode()
 
 
@@ -438,6 +439,7 @@ def test_generation_json_reads_back_as_the_settings_with_its_schema_version(fake
     assert json.loads((plan.synthetic / "generation.json").read_text())["schema_version"] == 1
     assert outputs.read_generation(plan.synthetic) == plan.settings
     assert outputs.read_generation(plan.synthetic / "nothing-here") is None
+    assert outputs.read_generation_run(plan.synthetic) == plan.run.run_dir.resolve()   # the leak check follows it
 
 
 DELETED = object()

@@ -21,6 +21,7 @@ from orchestrator.dataset.ingest import read_metadata
 from orchestrator.dataset.lesions import conform
 from orchestrator.dataset.record import read_record
 from orchestrator.dataset.settings import load_settings
+from split_helpers import build_with_split, demo_with_patients
 from orchestrator.dataset.split import (VERSION_LINE, Leaks, assign_folds, find_leaks, fold_summary, read_split,
                                         write_split)
 
@@ -135,35 +136,9 @@ def test_a_missing_split_file_is_named(tmp_path):
         read_split(tmp_path / "absent.csv")
 
 
-def _demo_with_patients(tmp_path: Path) -> Path:
-    """The demo images as an ISIC 2020 table: 40 images of 10 patients (4 each), half of them melanoma."""
-    demo = read_metadata([DEMO_DIR / "metadata.csv"])
-    lines = ["image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target"]
-    for i, row in demo.iterrows():
-        bad = row["diagnosis"] == "melanoma"
-        lines.append(f"{row['image_id']},IP_{i % 10:07d},{row['sex']},{row['age']},torso,"
-                     f"{'melanoma' if bad else 'nevus'},{'malignant' if bad else 'benign'},{int(bad)}")
-    path = tmp_path / "train.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _build(tmp_path: Path, csv_path: Path, *extra: str) -> Path:
-    split = tmp_path / "split.csv"
-    run = CliRunner().invoke(main, ["dataset", "split", "--csv", str(csv_path), "--folds", "4", "--out", str(split)])
-    assert run.exit_code == 0, run.output
-    assert "wrote" in run.output and "malignant" in run.output
-    out = tmp_path / "ds"
-    run = CliRunner().invoke(main, ["dataset", "build", "--csv", str(csv_path), "--images", str(DEMO_DIR / "images"),
-                                    "--out", str(out), "--resolution", "128", "--workers", "1", "--quiet",
-                                    "--split", str(split), "--test-fold", "2", *extra])
-    assert run.exit_code == 0, run.output
-    return out
-
-
 def test_a_build_with_a_test_fold_leaves_out_exactly_the_test_patients(tmp_path):
-    csv_path = _demo_with_patients(tmp_path)
-    out = _build(tmp_path, csv_path)
+    csv_path = demo_with_patients(tmp_path)
+    out = build_with_split(tmp_path, csv_path)
     split = read_split(tmp_path / "split.csv")
     table = read_metadata([csv_path])
     fold_of = split.table.set_index("image_id")["fold"]
@@ -176,12 +151,13 @@ def test_a_build_with_a_test_fold_leaves_out_exactly_the_test_patients(tmp_path)
     record = read_record(out)
     assert record.split_sha256 == hashlib.sha256((tmp_path / "split.csv").read_bytes()).hexdigest()
     assert (record.test_fold, record.group_kind) == (2, "patient")
+    assert record.split_file == str((tmp_path / "split.csv").resolve())
     assert find_leaks(out, split, 2) == Leaks([], [], [])
 
 
 def test_the_leak_check_finds_a_planted_test_patient_image(tmp_path):
-    csv_path = _demo_with_patients(tmp_path)
-    out = _build(tmp_path, csv_path)
+    csv_path = demo_with_patients(tmp_path)
+    out = build_with_split(tmp_path, csv_path)
     split = read_split(tmp_path / "split.csv")
     assert find_leaks(out, split, 2).first() is None
     planted = split.table[split.table["fold"] == 2].iloc[0]
@@ -195,7 +171,7 @@ def test_the_leak_check_finds_a_planted_test_patient_image(tmp_path):
 
 
 def test_an_image_the_split_does_not_list_is_an_error_naming_it(tmp_path):
-    csv_path = _demo_with_patients(tmp_path)
+    csv_path = demo_with_patients(tmp_path)
     split = assign_folds(read_metadata([csv_path]), 3)
     write_split(tmp_path / "split.csv", dataclasses.replace(split, table=split.table.iloc[1:]))
     run = CliRunner().invoke(main, ["dataset", "build", "--csv", str(csv_path), "--images", str(DEMO_DIR / "images"),
@@ -227,11 +203,11 @@ def test_an_earlier_dataset_record_has_no_split(tmp_path):
 
     write_record(tmp_path, DatasetRecord("melanoma", 1, 128, "train/1_melanoma", 1, 0, "t", ".caption", "ab"))
     data = json.loads((tmp_path / "dataset.json").read_text())
-    for key in ("split_sha256", "test_fold", "group_kind"):
+    for key in ("split_sha256", "test_fold", "group_kind", "split_file"):
         del data[key]
     (tmp_path / "dataset.json").write_text(json.dumps(data))
     record = read_record(tmp_path)
-    assert (record.split_sha256, record.test_fold, record.group_kind) == (None, None, None)
+    assert (record.split_sha256, record.test_fold, record.group_kind, record.split_file) == (None, None, None, None)
 
 
 def test_the_real_isic_2020_table_splits_by_patient_with_equal_malignant_shares(isic_dir):

@@ -285,7 +285,8 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         caption_extension=CAPTION_EXTENSION, manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
         caption_template=str(settings.caption_template), site_map=dict(settings.site_map),
         **({} if plan.split is None else {"split_sha256": plan.split.sha256, "test_fold": settings.test_fold,
-                                          "group_kind": plan.split.group_kind})))
+                                          "group_kind": plan.split.group_kind,
+                                          "split_file": str(Path(settings.split_file).resolve())})))
     swap_into_place(tmp, out)
     return BuildResult(settings, out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
                        duplicates=plan.duplicates, missing=len(missing))

@@ -40,6 +40,8 @@ class DatasetRecord:
     split_sha256: str | None = None
     test_fold: int | None = None
     group_kind: str | None = None   # patient, lesion, image, or several joined by "+"
+    # where that split file was, so training and generation can re-check the manifest against it (later builds)
+    split_file: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -52,10 +54,10 @@ _TYPES: FieldTypes = {
     "caption_extension": ((str,), "a string"), "manifest_sha256": ((str,), "a string"),
     "caption_template": ((str, type(None)), "a string or null"), "site_map": ((dict,), "an object"),
     "split_sha256": ((str, type(None)), "a string or null"), "test_fold": ((int, type(None)), "an integer or null"),
-    "group_kind": ((str, type(None)), "a string or null"),
+    "group_kind": ((str, type(None)), "a string or null"), "split_file": ((str, type(None)), "a string or null"),
 }
 # builds before these were recorded have none of them
-_OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind")
+_OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind", "split_file")
 
 
 def has_record(folder: Path) -> bool:
@@ -96,16 +98,22 @@ class DatasetInfo:
     caption_extension: str
     manifest: Path
     manifest_sha256: str
+    notes: tuple[str, ...] = ()     # warnings for the reader to show (a split that can no longer be re-checked)
 
 
 def read_dataset(path: Path) -> DatasetInfo:
-    """The dataset in `path`, refused when its images or manifest no longer are what the build recorded."""
+    """The dataset in `path`, refused when its images or manifest no longer are what the build recorded, or when
+    its manifest holds an image, lesion or patient of the test fold of the split it was built with."""
+    from orchestrator.dataset.split import recheck_build   # pandas: not at import, for the CLI's --help
+
     record = read_record(path)
     meta_path = path / RECORD_NAME
+    notes = tuple(recheck_build(path, record.split_file, record.split_sha256, record.test_fold))
     info = DatasetInfo(path=path.resolve(), class_name=record.class_name, repeats=record.repeats,
                        resolution=record.resolution, image_dir=(path / record.image_dir).resolve(),
                        images=record.images, trigger=record.trigger, caption_extension=record.caption_extension,
-                       manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256)
+                       manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256,
+                       notes=notes)
     if not info.image_dir.is_dir():
         raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
     found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))

@@ -191,11 +191,13 @@ class Leaks:
     lesions: list[str]
     patients: list[str]
 
-    def first(self) -> str | None:
-        """A message naming the first leaked image, lesion or patient; None when there is none."""
+    def first(self, fold: int | None = None, holder: str = "the dataset") -> str | None:
+        """A message naming the first leaked image, lesion or patient (of test fold `fold`, in `holder`); None when
+        there is none."""
+        of = "the test fold" if fold is None else f"test fold {fold}"
         for what, found in (("image", self.images), ("lesion", self.lesions), ("patient", self.patients)):
             if found:
-                return f"{what} {found[0]} of the test fold is in the dataset ({len(found)} {what}s in all)"
+                return f"{what} {found[0]} of {of} is in {holder} ({len(found)} {what}s in all)"
         return None
 
 
@@ -215,3 +217,24 @@ def find_leaks(dataset: Path, split: Split, test_fold: int) -> Leaks:
         return sorted(set(listed) & ids)
 
     return Leaks(leaked("image", "image_id"), leaked("lesion", "lesion_id"), leaked("patient", "patient_id"))
+
+
+def recheck_build(dataset: Path, split_file: str | None, split_sha256: str | None,
+                  test_fold: int | None) -> list[str]:
+    """Training and generation re-check a dataset built with a split (its record's split_file, split_sha256,
+    test_fold; all None without one): a MedsynthError naming the first image, lesion or patient of the test fold
+    its manifest holds; a warning (returned) when the split file is no longer the one the build read."""
+    if split_sha256 is None or test_fold is None:
+        return []
+    recorded = Path(split_file) if split_file else None
+    if recorded is None or not recorded.is_file():
+        why = f"its split file {recorded} is gone" if recorded else "its build did not record the split file's path"
+        return [f"warning: {dataset}: {why}: the manifest was not re-checked for images of test fold {test_fold}"]
+    if hashlib.sha256(recorded.read_bytes()).hexdigest() != split_sha256:
+        return [f"warning: {recorded} changed since {dataset} was built (its sha256 differs from the build's): the "
+                f"manifest was not re-checked for images of test fold {test_fold}"]
+    first = find_leaks(dataset, read_split(recorded), test_fold).first(test_fold, "the manifest")
+    if first is not None:
+        raise MedsynthError(f"{Path(dataset) / 'manifest.csv'}: {first} of {recorded}: rebuild the dataset with "
+                            f"--split {recorded} --test-fold {test_fold}")
+    return []

@@ -55,8 +55,8 @@ def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance:
         say(f"medsynth: {note}")
     say(f"medsynth: {len(plan.items)} images with {plan.lora.name} into {plan.synthetic}")
     outcome = gen_run.generate(plan.items, plan.settings, synthetic=plan.synthetic, lora=plan.lora,
-                           run_name=plan.run.name, sd_scripts=sd_scripts, python=python, env=env, gpu_ids=gpus,
-                           batch_size=batch_size, cpu=cpu, extra_fields=plan.extra_fields)
+                           run_name=plan.run.name, run_dir=plan.run.run_dir, sd_scripts=sd_scripts, python=python,
+                           env=env, gpu_ids=gpus, batch_size=batch_size, cpu=cpu, extra_fields=plan.extra_fields)
     say(f"medsynth: {outcome.made} generated, {outcome.kept} kept from before, {len(outcome.missing)} missing, "
                f"in {outcome.seconds:.1f} s"
                + (f" ({outcome.seconds / outcome.made:.1f} s per image)" if outcome.made else ""))

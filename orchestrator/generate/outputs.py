@@ -35,6 +35,8 @@ EXTRA_COLUMNS = ("synthetic", "image_manipulation", "prompt", "seed", "lora_file
                  "medsynth_run", "medsynth_epoch")
 GENERATION_NAME = "generation.json"
 GENERATION_SCHEMA_VERSION = 1
+RUN_DIR_KEY = "run_dir"   # optional: files written before it lack it and still read
+_FIX = "move the folder away or choose another output folder"
 
 
 def png_text(path: Path) -> dict[str, str]:
@@ -121,8 +123,11 @@ def _json_values(s: GenSettings) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(s)))  # tuples as lists, as the file holds them
 
 
-def write_generation(synthetic: Path, s: GenSettings) -> None:
-    write_versioned(synthetic / GENERATION_NAME, _json_values(s), version=GENERATION_SCHEMA_VERSION)
+def write_generation(synthetic: Path, s: GenSettings, run_dir: Path | None = None) -> None:
+    """generation.json: the settings, and the run folder the LoRA came from (which the benchmark's leak check
+    follows to the training set; no setting, since moving the run does not change the pixels)."""
+    extra = {} if run_dir is None else {RUN_DIR_KEY: str(Path(run_dir).resolve())}
+    write_versioned(synthetic / GENERATION_NAME, {**_json_values(s), **extra}, version=GENERATION_SCHEMA_VERSION)
 
 
 def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -139,23 +144,39 @@ def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
     return of_types(value, (hint,)), value
 
 
-def read_generation(synthetic: Path) -> GenSettings | None:
-    """The settings synthetic/generation.json records (None when there is none); a MedsynthError naming the
-    file (and key) when it is not JSON, hand-edited wrongly or of another schema version."""
+def _load_generation(synthetic: Path) -> dict[str, Any] | None:
     path = synthetic / GENERATION_NAME
     if not path.is_file():
         return None
-    fix = "move the folder away or choose another output folder"
-    data = load_versioned(path, version=GENERATION_SCHEMA_VERSION, wording=Wording("generation record", fix))
+    return load_versioned(path, version=GENERATION_SCHEMA_VERSION, wording=Wording("generation record", _FIX))
+
+
+def read_generation(synthetic: Path) -> GenSettings | None:
+    """The settings synthetic/generation.json records (None when there is none); a MedsynthError naming the
+    file (and key) when it is not JSON, hand-edited wrongly or of another schema version."""
+    path, data = synthetic / GENERATION_NAME, _load_generation(synthetic)
+    if data is None:
+        return None
     hints = typing.get_type_hints(GenSettings)
     values = {}
     for f in fields(GenSettings):
         if f.name not in data:
-            raise field_error(path, f.name, "is missing", fix)
+            raise field_error(path, f.name, "is missing", _FIX)
         ok, values[f.name] = _typed(data[f.name], hints[f.name])
         if not ok:
-            raise field_error(path, f.name, f"is {data[f.name]!r}, not of type {hints[f.name]}", fix)
+            raise field_error(path, f.name, f"is {data[f.name]!r}, not of type {hints[f.name]}", _FIX)
     return GenSettings(**values)
+
+
+def read_generation_run(synthetic: Path) -> Path | None:
+    """The run folder generation.json records; None when there is no file or it has none (written by a
+    medsynth from before the key)."""
+    data = _load_generation(synthetic)
+    if data is None or data.get(RUN_DIR_KEY) is None:
+        return None
+    if not isinstance(data[RUN_DIR_KEY], str):
+        raise field_error(synthetic / GENERATION_NAME, RUN_DIR_KEY, f"is {data[RUN_DIR_KEY]!r}, not a path", _FIX)
+    return Path(data[RUN_DIR_KEY])
 
 
 def check_previous(synthetic: Path, s: GenSettings) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.record import RECORD_NAME, has_record, read_record
+from orchestrator.dataset.split import recheck_build
 from orchestrator.generate.command import GEN_SCRIPT, GenSettings, prompt_line
 from orchestrator.generate.outputs import image_matches, image_name
 from orchestrator.generate.prompts import Item
@@ -150,7 +151,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     if not manifest.is_file():
         raise MedsynthError(f"{manifest}: missing: the prompts come from the training manifest")
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    notes = []
+    notes = recheck_build(dataset, record.split_file, record.split_sha256, record.test_fold)
     trained_on = run.record.table("dataset").get("manifest_sha256")
     if trained_on and trained_on != digest:
         notes.append(f"warning: {manifest} changed since the run was trained (rebuilt dataset): prompts follow "

@@ -53,17 +53,17 @@ def collect(shard_dir: Path, shard: Sequence[Item], images: Path) -> list[int]:
 
 
 def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Path, run_name: str,
-             sd_scripts: Path, python: str, env: Mapping[str, str], gpu_ids: Sequence[str | int | None],
-             batch_size: int = 1, cpu: bool = False, extra_fields: Sequence[str] = (),
-             out: IO[bytes] | None = None) -> Outcome:
+             run_dir: Path | None, sd_scripts: Path, python: str, env: Mapping[str, str],
+             gpu_ids: Sequence[str | int | None], batch_size: int = 1, cpu: bool = False,
+             extra_fields: Sequence[str] = (), out: IO[bytes] | None = None) -> Outcome:
     """Generate the items not yet in synthetic/images, one process per entry of gpu_ids (None: leave
     CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image (run_name: the
-    run the LoRA came from, recorded there)."""
+    run the LoRA came from, recorded there; run_dir: its folder, recorded in generation.json)."""
     started = time.perf_counter()
     images = synthetic / "images"
     images.mkdir(parents=True, exist_ok=True)
     check_previous(synthetic, s)
-    write_generation(synthetic, s)
+    write_generation(synthetic, s, run_dir)
     kept = {i.number for i in items if image_matches(images / f"{image_name(i)}.png", i)}
     todo = [i for i in items if i.number not in kept]
     code, made = 0, []

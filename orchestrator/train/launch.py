@@ -124,7 +124,7 @@ def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
     """Write runs/<name>/ for a prepared plan; -> (the accelerate command, notes to print)."""
     check_disk(plan.run_dir.parent, plan.config)
     argv, changes = run_command(launcher, plan)
-    notes = launcher.notes + batch_warnings(plan, launcher.gpus)
+    notes = launcher.notes + batch_warnings(plan, launcher.gpus) + list(plan.dataset.notes)
     gpu = {"gpus": [vars(g) for g in launcher.gpus] if launcher.gpus else [], "cpu": launcher.cpu,
            "preflight": notes}
     packages = launcher.probe.packages if launcher.probe is not None else {}
@@ -236,7 +236,8 @@ def dry_run(settings: Settings, *, sd_scripts: Path, num_processes: int = 1, gpu
     launcher = Launcher(sd_scripts, python_executable(), env, changes, None, gpus, {}, [], num_processes,
                         tuple(gpu_ids), machines, offline, cpu)
     argv, changes = run_command(launcher, plan)
-    warnings = _dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline) + batch_warnings(plan, gpus)
+    warnings = (_dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline) + batch_warnings(plan, gpus)
+                + list(plan.dataset.notes))
     return _dry_run_text(plan, argv, sd_scripts, changes, warnings)
 
 
