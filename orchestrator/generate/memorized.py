@@ -99,7 +99,7 @@ def _unlist(metadata: Path, held: set[str]) -> None:
 
 def drop_memorized(synthetic: Path, train: Path) -> Dropped:
     """Screen synthetic/images/SYN_*.png against the images under `train` and set the flagged ones aside (module
-    doc). Idempotent: a second call finds nothing left to flag and changes no file."""
+    doc). Idempotent: a second call finds nothing left to flag and leaves every file's content as it was."""
     images, aside = synthetic / "images", synthetic / MEMORIZED_DIR
     found = screen(embeddings(training_images(train, recursive=True), train),
                    embeddings(sorted(images.glob("SYN_*.png")), images))
