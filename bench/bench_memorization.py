@@ -1,4 +1,4 @@
-"""The memorization screen of `medsynth evaluate` (orchestrator/evaluate/memorization.py): what it costs.
+"""The memorization screen of `medsynth evaluate` (orchestrator/vision/memorization.py): what it costs.
 
 Prints, for the 40 CC0 demo images (1022x767 and 1504x1129 JPEGs), medians of REPEATS runs:
   embed          decode at a libjpeg reduction (long side >= 256) + the 9 centre-crop thumbnails, per image (every real
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_evaluate import REPEATS, median_seconds  # noqa: E402
 from orchestrator.common.paths import DEMO_DIR  # noqa: E402
 from orchestrator.evaluate.features import embeddings, image_set  # noqa: E402
-from orchestrator.evaluate.memorization import calibrate, similarity_matrix  # noqa: E402
+from orchestrator.vision.memorization import calibrate, similarity_matrix  # noqa: E402
 
 
 def main() -> None:

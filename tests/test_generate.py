@@ -1,5 +1,5 @@
 """`medsynth generate`: the run's LoRA and settings, the sdxl_gen_img.py command, output mapping, metadata,
-resuming, failures, several processes, and the CLI. A tiny real Python script stands in for the generation
+resuming, failures, several processes, dropped near-copies staying dropped, and the CLI. A tiny real Python script stands in for the generation
 interpreter ($MEDSYNTH_PYTHON; tests/generate_helpers.py): it reads the prompt file and writes PNGs with the
 prompt and seed in their text chunks, as sdxl_gen_img.py does."""
 
@@ -11,10 +11,12 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +25,7 @@ from orchestrator.generate import plan as gen
 from orchestrator.generate import command as gen_cmd
 from orchestrator.generate import run as gen_run
 from orchestrator.generate import outputs
+from orchestrator.generate.memorized import drop_memorized
 from orchestrator.cli.generate import generate as generate_command
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.ingest import read_metadata
@@ -362,7 +365,7 @@ def test_cli_refuses_both_distribution_modes(fake):
 def test_cli_help_explains_every_option():
     result = CliRunner().invoke(generate_command, ["--help"])
     for option in ("--count", "--epoch", "--match-distribution", "--balance", "--seed", "--out", "--dry-run",
-                   "--batch-size", "--num-processes", "--keep-hair", "--offline", "--cpu"):
+                   "--batch-size", "--num-processes", "--keep-hair", "--offline", "--cpu", "--drop-memorized"):
         assert option in result.output
 
 
@@ -479,3 +482,57 @@ def test_the_synthetic_metadata_reader_names_a_missing_column(fake):
     with pytest.raises(MedsynthError, match=re.escape(f"{path}: not a medsynth generate metadata file: no column "
                                                       f"'lora_sha256'")):
         _metadata(plan)
+
+
+# ----------------------------------------------------------------------------------------------- --drop-memorized
+
+def _plant_copy(fake, plan, number: int) -> None:
+    """Overwrite SYN_<number> with a flipped copy of a training image, its PNG text still saying its seed and
+    prompt (a memorized image as sdxl_gen_img.py would write it)."""
+    item = plan.items[number - 1]
+    source = next((fake["run"].parent.parent / "ds" / "train").rglob("*.jpg"))
+    rgb = cv2.flip(cv2.imread(str(source)), 1)[:, :, ::-1]
+    (plan.synthetic / "images" / f"SYN_{number:07d}.png").write_bytes(
+        png_with_text(rgb.shape[1], rgb.shape[0], {"prompt": item.prompt, "seed": str(item.seed)}, rgb=rgb))
+
+
+def test_a_dropped_image_is_neither_generated_again_nor_listed(fake):
+    plan, _, _ = _generate(fake, count=3)
+    _plant_copy(fake, plan, 2)
+    assert drop_memorized(plan.synthetic, fake["run"].parent.parent / "ds" / "train").moved == ["SYN_0000002.png"]
+    _, outcome, _ = _generate(fake, count=3)
+    assert (outcome.made, outcome.kept, outcome.set_aside, outcome.missing) == (0, 2, 1, [])
+    assert len(calls(fake["calls"])) == 1
+    assert [r["image_name"] for r in _metadata(plan)] == ["SYN_0000001", "SYN_0000003"]
+    _, outcome, _ = _generate(fake, count=4)
+    assert calls(fake["calls"])[-1]["lines"] == [gen_cmd.prompt_line(gen.plan_generation(fake["run"], count=4)
+                                                                      .items[3], plan.settings)]
+    assert not (plan.synthetic / "images" / "SYN_0000002.png").exists()
+
+
+def test_cli_drop_memorized_reports_the_dropped_images_and_keeps_them_dropped(fake):
+    args = [str(fake["run"]), "--count", "3", "--sd-scripts", str(fake["sd"])]
+    assert CliRunner().invoke(generate_command, args).exit_code == 0
+    _plant_copy(fake, gen.plan_generation(fake["run"], count=3), 3)
+    result = CliRunner().invoke(generate_command, [*args, "--drop-memorized"])
+    assert result.exit_code == 0, result.output
+    assert "memorization screen: 1 of 3 images dropped as near-copies of a training image" in result.output
+    assert "1 of the 3 images are set aside in memorized/" in result.output
+    assert (fake["run"] / "synthetic" / "memorized" / "SYN_0000003.png").is_file()
+    again = CliRunner().invoke(generate_command, args)  # without the flag: still dropped, nothing screened
+    assert again.exit_code == 0, again.output
+    assert "0 generated, 2 kept" in again.output and "1 of the 3 images are set aside" in again.output
+    assert "memorization screen" not in again.output
+
+
+def test_dry_run_says_the_screen_will_run_and_refuses_a_dataset_without_training_images(fake, tmp_path):
+    args = [str(fake["run"]), "--count", "2", "--dry-run", "--sd-scripts", str(fake["sd"])]
+    result = CliRunner().invoke(generate_command, [*args, "--drop-memorized"])
+    assert result.exit_code == 0, result.output
+    assert f"memorization screen: after the generation, every image is screened against the training images in " \
+           f"{tmp_path / 'ds' / 'train'}" in result.output
+    assert "memorization screen" not in CliRunner().invoke(generate_command, args).output
+    shutil.rmtree(tmp_path / "ds" / "train")
+    result = CliRunner().invoke(generate_command, [*args, "--drop-memorized"])
+    assert result.exit_code != 0 and f"{tmp_path / 'ds' / 'train'}: no training images" in result.output
+    assert CliRunner().invoke(generate_command, args).exit_code == 0

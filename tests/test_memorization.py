@@ -1,11 +1,15 @@
-"""The memorization screen (orchestrator/evaluate/memorization.py): planted copies of the 40 CC0 demo images,
+"""The memorization screen (orchestrator/vision/memorization.py): planted copies of the 40 CC0 demo images,
 re-encoded, resized, flipped, rotated, noised or cropped, are flagged with their source; distinct demo lesions are not
 (leave-one-out, the threshold calibrated without the image screened); and `medsynth evaluate` records the screen
-in evaluation.json and shows a flagged pair on its page."""
+in evaluation.json and shows a flagged pair on its page; `medsynth generate --drop-memorized` sets planted copies
+in a synthetic/ folder aside."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 from pathlib import Path
 
 import cv2
@@ -17,8 +21,10 @@ from orchestrator.cli.main import main
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.paths import DEMO_DIR
 from orchestrator.evaluate.features import embeddings, image_set
-from orchestrator.evaluate.memorization import MIN_REAL, calibrate, embed, screen, similarity_matrix
+from orchestrator.vision.memorization import MIN_REAL, calibrate, embed, screen, similarity_matrix
 from orchestrator.evaluate.record import RECORD_NAME, read_evaluation_record
+from orchestrator.generate.memorized import MEMORIZED_CSV, MEMORIZED_DIR, drop_memorized, training_folder
+from orchestrator.generate.outputs import EXTRA_COLUMNS, ISIC2020_COLUMNS, read_synthetic_metadata, write_metadata
 
 DEMO_IMAGES = sorted((DEMO_DIR / "images").glob("*.jpg"))
 
@@ -191,3 +197,79 @@ def test_a_hand_edited_screen_is_one_line_naming_the_file_and_key(tmp_path):
         read_evaluation_record(tmp_path)
     message = str(raised.value)
     assert "\n" not in message and str(tmp_path / RECORD_NAME) in message and "'memorization'" in message
+
+
+# ---- `medsynth generate --drop-memorized` (orchestrator/generate/memorized.py) on a synthetic/ folder
+
+def synthetic_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A dataset's train/ (demo images 0-29, as `dataset build` nests them) and a generate output whose
+    SYN_0000002 and SYN_0000004 are planted copies of training images 3 and 11, the other three distinct demo
+    lesions, all PNGs as sdxl_gen_img.py writes them, listed in metadata.csv with a skin_tone column."""
+    train = tmp_path / "ds" / "train" / "1_melanoma"
+    train.mkdir(parents=True)
+    for path in DEMO_IMAGES[:30]:
+        (train / path.name).symlink_to(path)
+    images = tmp_path / "synthetic" / "images"
+    images.mkdir(parents=True)
+    sources = {1: DEMO_IMAGES[30], 2: DEMO_IMAGES[3], 3: DEMO_IMAGES[31], 4: DEMO_IMAGES[11], 5: DEMO_IMAGES[32]}
+    planted = {2: lambda image: cv2.flip(jpeg70(image), 1),
+               4: lambda image: cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)}
+    rows = []
+    for n, source in sources.items():
+        image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        assert cv2.imwrite(str(images / f"SYN_{n:07d}.png"), planted.get(n, lambda i: i)(image))
+        rows.append({**dict.fromkeys(ISIC2020_COLUMNS + EXTRA_COLUMNS, ""), "image_name": f"SYN_{n:07d}",
+                     "seed": str(n), "skin_tone": "light"})
+    write_metadata(tmp_path / "synthetic" / "metadata.csv", rows, ["skin_tone"])
+    return tmp_path / "synthetic", tmp_path / "ds" / "train"
+
+
+def test_drop_memorized_sets_the_planted_copies_aside_and_unlists_them(tmp_path):
+    synthetic, train = synthetic_folder(tmp_path)
+    dropped = drop_memorized(synthetic, train)
+    assert dropped.moved == ["SYN_0000002.png", "SYN_0000004.png"] and dropped.screen.screened == 5
+    assert sorted(p.name for p in (synthetic / MEMORIZED_DIR).iterdir()) == dropped.moved
+    assert sorted(p.name for p in (synthetic / "images").iterdir()) == \
+        ["SYN_0000001.png", "SYN_0000003.png", "SYN_0000005.png"]
+    rows = read_synthetic_metadata(synthetic / "metadata.csv")
+    assert [(r["image_name"], r["seed"], r["skin_tone"]) for r in rows] == \
+        [("SYN_0000001", "1", "light"), ("SYN_0000003", "3", "light"), ("SYN_0000005", "5", "light")]
+    # the threshold is the one `medsynth evaluate DATASET SYNTH` calibrates on the same training images
+    threshold = screen(embeddings(image_set(train / "1_melanoma")), []).calibration.threshold
+    with (synthetic / MEMORIZED_CSV).open(newline="") as fh:
+        listed = list(csv.DictReader(fh))
+    assert [(r["synthetic_image"], r["nearest_real_image"], r["threshold"]) for r in listed] == [
+        ("SYN_0000002.png", str(train / "1_melanoma" / DEMO_IMAGES[3].name), f"{threshold:.4f}"),
+        ("SYN_0000004.png", str(train / "1_melanoma" / DEMO_IMAGES[11].name), f"{threshold:.4f}")]
+    assert all(float(r["similarity"]) >= threshold for r in listed)
+    assert sorted(p.name for p in synthetic.iterdir()) == ["images", "memorized", "memorized.csv", "metadata.csv"]
+
+
+def test_a_second_drop_finds_nothing_and_changes_no_file(tmp_path):
+    synthetic, train = synthetic_folder(tmp_path)
+    drop_memorized(synthetic, train)
+    files = [synthetic / "metadata.csv", synthetic / MEMORIZED_CSV, *sorted(synthetic.rglob("*.png"))]
+    before = {p: p.read_bytes() for p in files}
+    again = drop_memorized(synthetic, train)
+    assert again.moved == [] and again.screen.screened == 3
+    assert {p: p.read_bytes() for p in sorted(synthetic.rglob("*")) if p.is_file()} == before
+
+
+def test_a_drop_killed_before_its_moves_is_completed_by_the_next(tmp_path):
+    synthetic, train = synthetic_folder(tmp_path)
+    drop_memorized(synthetic, train)
+    listed = (synthetic / MEMORIZED_CSV).read_text()
+    # as if killed after memorized.csv was written: one image not yet moved, metadata.csv not yet rewritten
+    os.replace(synthetic / MEMORIZED_DIR / "SYN_0000004.png", synthetic / "images" / "SYN_0000004.png")
+    write_metadata(synthetic / "metadata.csv", [{**dict.fromkeys(ISIC2020_COLUMNS + EXTRA_COLUMNS, ""),
+                                                 "image_name": f"SYN_{n:07d}"} for n in range(1, 6)])
+    assert drop_memorized(synthetic, train).moved == ["SYN_0000004.png"]
+    assert (synthetic / MEMORIZED_CSV).read_text() == listed
+    assert [r["image_name"] for r in read_synthetic_metadata(synthetic / "metadata.csv")] == \
+        ["SYN_0000001", "SYN_0000003", "SYN_0000005"]
+
+
+def test_a_dataset_without_training_images_is_refused_naming_its_folder(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(MedsynthError, match=rf"^{re.escape(str(tmp_path / 'train'))}: no training images"):
+        training_folder(tmp_path)

@@ -41,13 +41,17 @@ from orchestrator.common.paths import default_sd_scripts
                                               "tokenizer_cache_dir first.")
 @click.option("--cpu", is_flag=True, help="Generate on the CPU (tiny test models only; an fp16 run's model runs "
                                           "in float32 there).")
+@click.option("--drop-memorized", "drop_memorized", is_flag=True,
+              help="Then screen every image against the run's training images (the memorization screen of "
+                   "'medsynth evaluate') and set the near-copies aside: moved to synthetic/memorized/, listed in "
+                   "memorized.csv, left out of metadata.csv and not generated again.")
 @click.option("--sd-scripts", "sd_scripts", type=click.Path(path_type=Path, file_okay=False),
               help="The sd-scripts checkout to run (default: vendor/sd-scripts in the project folder when it "
                    "has one, else the medsynth checkout's).")
 @settings_as_flags(count="--count", balance="--balance", caption_template="--caption-template",
                    offline="--offline")
 def generate(run_dir, count, epoch, match, balance, keep_hair, seed, out, caption_template, batch_size, num_processes,
-             dry_run, offline, cpu, sd_scripts) -> None:
+             dry_run, offline, cpu, drop_memorized, sd_scripts) -> None:
     """Generate COUNT synthetic images with RUN_DIR's LoRA into <out>/synthetic/ (images/SYN_*.png and an
     ISIC 2020-style metadata.csv). Prompts are drawn from the run's training manifest; a re-run keeps the
     images already made and generates the rest."""
@@ -59,7 +63,8 @@ def generate(run_dir, count, epoch, match, balance, keep_hair, seed, out, captio
                               out=out, caption_template=caption_template, batch_size=batch_size,
                               num_processes=num_processes, dry_run=dry_run, offline=offline, cpu=cpu,
                               sd_scripts=sd_scripts if sd_scripts is not None else default_sd_scripts(),
-                              say=click.echo, warn=lambda line: click.echo(line, err=True))
+                              say=click.echo, warn=lambda line: click.echo(line, err=True),
+                              drop_memorized=drop_memorized)
     if code != 0:
         click.echo(f"error: sdxl_gen_img.py exited with code {code}; see synthetic/generate.log", err=True)
         sys.exit(code)

@@ -29,8 +29,8 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.images import decode_reduced
 from orchestrator.dataset.jpeg import jpeg_size
 from orchestrator.dataset.record import has_record
-from orchestrator.evaluate.memorization import THUMB, Screen, embed, screen
-from orchestrator.kohya.images import TRAINING_IMAGE_SUFFIXES, is_training_image
+from orchestrator.vision.memorization import DECODE_SIZE, Screen, embed, screen
+from orchestrator.kohya.images import TRAINING_IMAGE_SUFFIXES, training_images
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.runs.record import read_record
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
@@ -84,28 +84,22 @@ class ImageSet:
     files: tuple[Path, ...]
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    pattern = folder.rglob("*") if recursive else folder.iterdir()
-    # the files sd-scripts trains on: a dataset folder's real set is exactly what its LoRA learnt from
-    return sorted(p for p in pattern if p.is_file() and is_training_image(p) and not p.name.startswith("."))
-
-
 def image_set(path: Path) -> ImageSet:
     """The images a REAL or SYNTH argument stands for (see the module doc)."""
     if not path.is_dir():
         raise MedsynthError(f"{path}: not a folder (give a folder of images, a dataset folder or a "
                             f"generate output)")
     if has_record(path) and (path / "train").is_dir():
-        kind, root, files = "dataset", path / "train", _images_in(path / "train", recursive=True)
+        kind, root, files = "dataset", path / "train", training_images(path / "train", recursive=True)
     elif (path / "synthetic" / "images").is_dir():
         kind, root = "synthetic", path / "synthetic" / "images"
-        files = _images_in(root, recursive=False)
+        files = training_images(root, recursive=False)
     elif (path / "images").is_dir() and (path / "metadata.csv").is_file():
         # a generate output has generation.json; an ISIC export (images/ + metadata.csv) is real images
         kind = "synthetic" if (path / "generation.json").is_file() else "images"
-        root, files = path / "images", _images_in(path / "images", recursive=False)
+        root, files = path / "images", training_images(path / "images", recursive=False)
     else:
-        kind, root, files = "images", path, _images_in(path, recursive=False)
+        kind, root, files = "images", path, training_images(path, recursive=False)
     if not files:
         raise MedsynthError(f"{root}: no images ({', '.join(TRAINING_IMAGE_SUFFIXES)}) found")
     return ImageSet(path, kind, root, tuple(files))
@@ -340,7 +334,6 @@ def evaluate(real: Path, synth: Path, *, run_dir: Path | None = None, inception_
 
 
 def embeddings(images: ImageSet) -> list[tuple[str, Any]]:
-    """(name, memorization embedding or None when unreadable) per file. JPEGs decode at a reduction keeping 8x
-    the thumbnail: at 1/8 a partial edge block shifts the dark vignette enough to cost a copy 0.02."""
-    decoded = ((p.relative_to(images.root).as_posix(), read_image(p, 8 * THUMB)) for p in images.files)
+    """(name, memorization embedding or None when unreadable) per file."""
+    decoded = ((p.relative_to(images.root).as_posix(), read_image(p, DECODE_SIZE)) for p in images.files)
     return [(name, None if d is None else embed(d[0])) for name, d in decoded]

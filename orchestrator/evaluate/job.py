@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orchestrator.evaluate.memorization import Screen
+    from orchestrator.vision.memorization import Screen
 
 
 def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path | None,

@@ -26,12 +26,15 @@ def gpu_ids_per_process(num_processes: int, cpu: bool) -> list[str | None]:
 def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance: str | None, keep_hair: bool,
                        seed: int, out: Path | None, caption_template: Path | None, batch_size: int,
                        num_processes: int, dry_run: bool, offline: bool, cpu: bool, sd_scripts: Path,
-                       say: Callable[[str], None], warn: Callable[[str], None]) -> int:
+                       say: Callable[[str], None], warn: Callable[[str], None], drop_memorized: bool = False) -> int:
     """Plan, check and run the generation (or only describe it, with dry_run); return sdxl_gen_img.py's exit code.
-    `say` gets the progress and summary lines, `warn` the warnings."""
+    `say` gets the progress and summary lines, `warn` the warnings. With drop_memorized, the images are then
+    screened against the run's training images and the near-copies set aside (generate/memorized.py)."""
     from orchestrator.generate import plan as gen
     from orchestrator.generate import command as gen_cmd
+    from orchestrator.generate import memorized
     from orchestrator.generate import run as gen_run
+    from orchestrator.generate.outputs import image_name
     from orchestrator.train.command import child_env, python_executable
 
     plan = gen.plan_generation(run_dir, count=count, epoch=epoch, seed=seed, balance=balance, keep_hair=keep_hair,
@@ -42,11 +45,16 @@ def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance:
     work = plan.synthetic / ".work-XXXX" / "shard0"
     argv = gen_cmd.gen_command(python, sd_scripts, plan.settings, lora=plan.lora, prompts=work / "prompts.txt",
                            outdir=work, batch_size=batch_size, cpu=cpu)
+    # a dataset without training images fails before the generation, not after it
+    train = memorized.training_folder(plan.manifest.parent) if drop_memorized else None
     if dry_run:
         say(gen.describe(plan, argv).rstrip("\n"))
         say("drawn vs training:\n" + gen.summary(plan).rstrip("\n"))
         for warning in gen.dry_run_warnings(plan, sd_scripts=sd_scripts, offline=offline):
             say(warning)
+        if train is not None:
+            say(f"memorization screen: after the generation, every image is screened against the training images "
+                f"in {train}; near-copies move to {plan.synthetic / memorized.MEMORIZED_DIR}")
         say("dry run: nothing written")
         return 0
     gen.preflight(plan, sd_scripts=sd_scripts, python=python, env=env, offline=offline, cpu=cpu,
@@ -61,6 +69,13 @@ def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance:
                f"in {outcome.seconds:.1f} s"
                + (f" ({outcome.seconds / outcome.made:.1f} s per image)" if outcome.made else ""))
     say("drawn vs training:\n" + gen.summary(plan).rstrip("\n"))
+    held = outcome.set_aside
+    if train is not None:
+        dropped = memorized.drop_memorized(plan.synthetic, train)
+        say(memorized.screen_line(dropped))
+        held += len(set(dropped.moved) & {f"{image_name(i)}.png" for i in plan.items})
+    if held:
+        say(memorized.held_line(held, count))
     say(f"medsynth: metadata: {plan.synthetic / 'metadata.csv'}")
     if outcome.unlisted:
         warn(f"medsynth: warning: {len(outcome.unlisted)} images in {plan.synthetic / 'images'} are beyond "

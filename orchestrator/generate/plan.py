@@ -7,6 +7,7 @@ generate/run.py (running it), generate/outputs.py (the synthetic/ folder):
   synthetic/metadata.csv             ISIC 2020 columns + provenance (docs/generate.md)
   synthetic/generation.json          the settings the images were made with (a re-run must match them)
   synthetic/generate.log             everything sdxl_gen_img.py printed
+  synthetic/memorized/, memorized.csv  with --drop-memorized: near-copies of training images (memorized.py)
 
 sd-scripts' `sdxl_gen_img.py` runs through `python -m accelerate.commands.launch` in the sd-scripts folder,
 one process per GPU, each with its own prompt file (one line per image: `prompt --n negative --w --h --s --l

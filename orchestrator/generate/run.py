@@ -20,6 +20,7 @@ from typing import IO
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.process import run_children
 from orchestrator.generate.command import GenSettings, gen_command, prompt_line
+from orchestrator.generate.memorized import MEMORIZED_DIR
 from orchestrator.generate.prompts import Item
 from orchestrator.generate.outputs import (check_previous, image_matches, image_name, metadata_rows, png_text,
                                            write_generation, write_metadata)
@@ -33,6 +34,7 @@ class Outcome:
     exit_code: int
     seconds: float
     unlisted: list[str]   # SYN_*.png in images/ outside this draw (e.g. of an earlier, larger --count)
+    set_aside: int        # items whose image an earlier --drop-memorized moved to memorized/: not drawn again
 
 
 def collect(shard_dir: Path, shard: Sequence[Item], images: Path) -> list[int]:
@@ -58,14 +60,18 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
              extra_fields: Sequence[str] = (), out: IO[bytes] | None = None) -> Outcome:
     """Generate the items not yet in synthetic/images, one process per entry of gpu_ids (None: leave
     CUDA_VISIBLE_DEVICES as it is), and write metadata.csv for every item that has its image (run_name: the
-    run the LoRA came from, recorded there; run_dir: its folder, recorded in generation.json)."""
+    run the LoRA came from, recorded there; run_dir: its folder, recorded in generation.json). Items whose image
+    is in memorized/ are neither drawn nor listed."""
     started = time.perf_counter()
     images = synthetic / "images"
     images.mkdir(parents=True, exist_ok=True)
     check_previous(synthetic, s)
     write_generation(synthetic, s, run_dir)
     kept = {i.number for i in items if image_matches(images / f"{image_name(i)}.png", i)}
-    todo = [i for i in items if i.number not in kept]
+    # the same seed would draw the same near-copy again (generate/memorized.py): dropped numbers stay dropped
+    aside = {i.number for i in items if i.number not in kept and
+             image_matches(synthetic / MEMORIZED_DIR / f"{image_name(i)}.png", i)}
+    todo = [i for i in items if i.number not in kept | aside]
     code, made = 0, []
     if todo:
         work = Path(tempfile.mkdtemp(prefix=".work-", dir=synthetic))
@@ -94,7 +100,8 @@ def generate(items: Sequence[Item], s: GenSettings, *, synthetic: Path, lora: Pa
     have = kept | set(made)
     done = [i for i in items if i.number in have]
     write_metadata(synthetic / "metadata.csv", metadata_rows(done, s, run_name, extra_fields), extra_fields)
-    missing = [i.number for i in items if i.number not in have]
+    missing = [i.number for i in items if i.number not in have | aside]
     planned = {image_name(i) for i in items}
     unlisted = sorted(p.name for p in images.glob("SYN_*.png") if p.stem not in planned)
-    return Outcome(len(made), len(kept), missing, code, time.perf_counter() - started, unlisted)
+    return Outcome(len(made), len(kept), missing, code, time.perf_counter() - started, unlisted,
+                   len(aside))

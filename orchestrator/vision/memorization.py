@@ -1,4 +1,5 @@
-"""The memorization screen of `medsynth evaluate`: does a synthetic image copy a training image?
+"""The memorization screen of `medsynth evaluate` and `medsynth generate --drop-memorized`: does a synthetic
+image copy a training image?
 
 A diffusion model can reproduce training images (Carlini et al. 2023); in medicine such a copy leaks a patient's
 image. Each image becomes a pixel-space embedding: a THUMB x THUMB grayscale thumbnail (area-averaged, so
@@ -15,7 +16,8 @@ above nearly every distinct-lesion pair, and still below the copies, which score
 MIN_REAL real images there is no such distribution to speak of: no threshold, nothing flagged, and the screen
 says the calibration is unreliable. Measured on the 40 demo images: docs/evaluation.md.
 
-Pure computation on decoded images: callers decode (BGR or grayscale uint8 arrays)."""
+Pure computation on decoded images: callers decode (BGR or grayscale uint8 arrays), JPEGs with a long side of at
+least DECODE_SIZE, so that both commands embed a file alike."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ import cv2
 import numpy as np
 
 THUMB = 32
+# decode JPEGs at a reduction keeping 8x the thumbnail: at 1/8 a partial edge block shifts the dark vignette
+# enough to cost a copy 0.02
+DECODE_SIZE = 8 * THUMB
 QUANTILE = 0.95
 MARGIN = 0.5            # the share of the way from the quantile to 1 the threshold sits
 MIN_REAL = 5
