@@ -9,49 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from orchestrator.benchmark import data as bdata
 from orchestrator.benchmark import record
-from orchestrator.benchmark.data import Arm, BenchmarkData
+from orchestrator.benchmark.data import BenchmarkData
+from orchestrator.benchmark.settings import BenchSettings, Task
 from orchestrator.common.errors import MedsynthError, stop_signals_raise
 from orchestrator.common.filelock import exclusive
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    csv: tuple[Path, ...]
-    images: tuple[Path, ...]
-    out: Path
-    synthetic: Path | None = None
-    fmt: str | None = None
-    split_file: Path | None = None
-    folds: int = 5
-    test_fold: int = 0
-    split_seed: int = 0
-    ratios: tuple[float, ...] = (0, 0.5, 1, 2, 5, 10)
-    seeds: int = 3
-    image_size: int = 64
-    epochs: int = 10
-    model: str = "resnet18"
-    weights: Path | None = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    rare_share: float = 0.5
-    n_boot: int = 2000
-    workers: int = 2
-    extra: dict = field(default_factory=dict)   # recorded, not used (e.g. the command line)
-
-
-@dataclass(frozen=True)
-class Task:
-    arm: Arm
-    seed: int
-    key: str
-    path: Path
 
 
 def _sha256(path: Path | None) -> str | None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from orchestrator.benchmark import record
 from orchestrator.benchmark.data import STRATA, BenchmarkData
 from orchestrator.common.errors import MedsynthError
-
-if TYPE_CHECKING:
-    from orchestrator.benchmark.job import BenchSettings, Task
+from orchestrator.benchmark.settings import BenchSettings, Task
 
 SHOWN = (("auroc", "AUROC"), ("sens_at_spec95", "sens@95%spec"))
 

@@ -94,7 +94,8 @@ def benchmark(csv_paths, image_dirs, synthetic, out, fmt, split_file, folds, tes
     a test patient. Writes OUT/benchmark.json and OUT/benchmark.html; a killed benchmark continues where it
     stopped. Needs torch and torchvision (make setup installs them); CUDA when present, else the CPU.
     """
-    from orchestrator.benchmark.job import BenchSettings, run_benchmark
+    from orchestrator.benchmark.job import run_benchmark
+    from orchestrator.benchmark.settings import BenchSettings
 
     if (dry_run, emit is not None, task is not None).count(True) > 1:
         raise MedsynthError("--dry-run, --emit and --task: choose one")
