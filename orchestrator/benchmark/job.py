@@ -53,7 +53,7 @@ def check_leaks(s: BenchSettings, d: BenchmarkData) -> dict:
     if s.synthetic is None:
         return {"status": "no synthetic set", "checked": [], "message": "no --synthetic folder: nothing to check"}
     from orchestrator.generate.provenance import check_synthetic_leaks
-    check = check_synthetic_leaks(s.synthetic, d.split, d.test_fold)
+    check = check_synthetic_leaks(s.synthetic, d.split, d.test_fold, split_file=s.split_file)
     return {"status": check.status, "checked": [str(p) for p in check.checked], "message": check.message}
 
 
