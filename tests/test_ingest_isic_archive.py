@@ -106,3 +106,22 @@ def test_export_without_any_diagnosis_column_fails_selection_clearly(tmp_path: P
     table = read_metadata([path])
     with pytest.raises(MedsynthError, match="no rows selected: asked for diagnosis melanoma"):
         select_lesions(table)
+
+
+def test_fitzpatrick_skin_type_becomes_a_roman_numeral_or_missing(tmp_path: Path):
+    path = write(tmp_path / "export.csv", "isic_id,attribution,copyright_license,fitzpatrick_skin_type",
+                 "ISIC_0000001,A,CC-0,III", "ISIC_0000002,A,CC-0,", "ISIC_0000003,A,CC-0,vi",
+                 "ISIC_0000004,A,CC-0,2")
+    values = read_metadata([path])["fitzpatrick"]
+    assert [None if pd.isna(v) else v for v in values] == ["III", None, "VI", "II"]
+
+
+def test_a_fitzpatrick_type_out_of_range_names_its_line(tmp_path: Path):
+    path = write(tmp_path / "export.csv", "isic_id,attribution,copyright_license,fitzpatrick_skin_type",
+                 "ISIC_0000001,A,CC-0,III", "ISIC_0000002,A,CC-0,VII")
+    with pytest.raises(MedsynthError, match=r"export.csv, line 3: fitzpatrick_skin_type 'VII' is not a Fitzpatrick"):
+        read_metadata([path])
+
+
+def test_an_export_without_fitzpatrick_leaves_it_missing(demo: pd.DataFrame):
+    assert demo["fitzpatrick"].isna().all()

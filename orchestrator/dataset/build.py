@@ -34,12 +34,12 @@ from orchestrator.dataset.record import DatasetRecord, has_record, read_record, 
 from orchestrator.dataset.report import DatasetReport, summarise, write_report
 from orchestrator.dataset.select import read_duplicates, select_counting_duplicates
 from orchestrator.dataset.split import Split, hold_out, read_split
-from orchestrator.vision.skin_tone import BAND_NAMES, tone_band
+from orchestrator.vision.skin_tone import BAND_NAMES, resolve_tone
 
 MANIFEST_COLUMNS = (
-    "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "output_path", "sha256",
-    "width", "height", "out_width", "out_height",
-    "patient_id", "lesion_id", "sex", "age", "site", "diagnosis", "malignant",
+    "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "skin_tone_source",
+    "skin_tone_reason", "output_path", "sha256", "width", "height", "out_width", "out_height",
+    "patient_id", "lesion_id", "sex", "age", "fitzpatrick", "site", "diagnosis", "malignant",
     "source", "source_file", "source_line", "attribution", "license", "fold",
 )
 # the names an ISIC download gives its images, looked up as written (a case-sensitive file system tells .JPG from
@@ -108,10 +108,19 @@ def _text(value) -> str:
     return "" if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
+def _tones(selected: pd.DataFrame, results: list[ImageResult | None], enabled: bool) -> list[tuple[str, str, str]]:
+    """(skin_tone, skin_tone_source, skin_tone_reason) of each selected row (vision/skin_tone.resolve_tone): the
+    metadata's Fitzpatrick type, else the ITA's band; all "" without --skin-tone and for skipped rows."""
+    return [resolve_tone(_text(fitzpatrick) or None, result.tone) if enabled and result and result.error is None
+            else ("", "", "") for fitzpatrick, result in zip(selected["fitzpatrick"], results)]
+
+
 def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], captions: dict[str, str],
-                   output_paths: dict[str, str], missing: dict[str, str]) -> list[dict[str, str]]:
+                   output_paths: dict[str, str], missing: dict[str, str],
+                   tones: list[tuple[str, str, str]]) -> list[dict[str, str]]:
     rows = []
-    for (_, lesion), result in zip(selected.iterrows(), results):
+    for (_, lesion), result, (band, source, reason) in zip(selected.iterrows(), results, tones):
+        tone = result.tone if result else None
         image_id = lesion["image_id"]
         error = missing.get(image_id) or (result.error if result is not None else None)
         ok = error is None
@@ -122,8 +131,8 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
             "caption": captions.get(image_id, ""),
             "hair": _text(result.hairy if result else None).lower(),
             "hair_score": f"{result.hair_score:.4f}" if result and result.hair_score is not None else "",
-            "ita": f"{result.ita:.2f}" if result and result.ita is not None else "",
-            "skin_tone": tone_band(result.ita) if result and result.ita is not None else "",
+            "ita": f"{tone.ita:.2f}" if tone and tone.ita is not None else "",
+            "skin_tone": band, "skin_tone_source": source, "skin_tone_reason": reason,
             "output_path": output_paths[image_id] if ok else "",
             "sha256": _text(result.sha256 if result else None),
             "width": _text(result.width if result else None),
@@ -131,7 +140,7 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
             "out_width": _text(result.out_width if result and ok else None),
             "out_height": _text(result.out_height if result and ok else None),
         }
-        for column in ("patient_id", "lesion_id", "sex", "age", "site", "diagnosis", "source", "source_file",
+        for column in ("patient_id", "lesion_id", "sex", "age", "fitzpatrick", "site", "diagnosis", "source", "source_file",
                        "source_line", "attribution", "license"):
             row[column] = _text(lesion[column])
         row["malignant"] = _text(lesion["malignant"]).lower()
@@ -262,12 +271,14 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
     ok_mask = [r is not None and r.error is None for r in results]
     ok_rows = selected[ok_mask].reset_index(drop=True)
     hairy = [r.hairy for r in results if r is not None and r.error is None]
-    tones = [tone_band(r.ita) if r.ita is not None else None for r in results if r is not None and r.error is None]
+    row_tones = _tones(selected, results, settings.skin_tone)
+    tones = [tone for tone, ok in zip(row_tones, ok_mask) if ok]
     captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, plan.caption_settings,
-                                                             skin_tones=tones if settings.skin_tone else None)))
+                                                             skin_tones=[band or None for band, _, _ in tones]
+                                                             if settings.skin_tone else None)))
     write_captions(tmp / class_dir, captions.items(), CAPTION_EXTENSION)
 
-    rows = _manifest_rows(selected, results, captions, output_paths, missing)
+    rows = _manifest_rows(selected, results, captions, output_paths, missing, row_tones)
     manifest = _manifest_text(rows)
     (tmp / "manifest.csv").write_text(manifest, encoding="utf-8", newline="")
     written = sum(ok_mask)

@@ -17,11 +17,11 @@ cut short), "grayscale" (a 1-component JPEG, a gray PNG), "cmyk" (a 4-component 
 JPEG whose three channels happen to be equal is accepted: it is an RGB file, and telling a gray-looking
 lesion from a gray image is not a file check.
 
-With `skin_tone`, the same decoded image also gives the skin's ITA (vision/skin_tone.py), so the tone costs
-no second decode.
+With `skin_tone`, the same decoded image also gives the skin's tone estimate (vision/skin_tone.py), so the
+tone costs no second decode.
 
-A JSON cache (source sha256 -> width, height, hair score[, ITA], for one hair algorithm version and one ITA
-version) lets a re-run skip the decode: with a warm cache and `reuse` (an earlier output for the same bytes
+A JSON cache (source sha256 -> width, height, hair score[, ITA, unreliability reason], for one hair algorithm
+version and one ITA version) lets a re-run skip the decode: with a warm cache and `reuse` (an earlier output for the same bytes
 and resolution), an image costs one read for the hash and one link. Small runs stay in this process
 (see _POOL_MIN_JOBS).
 """
@@ -48,7 +48,7 @@ from tqdm import tqdm
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.jpeg import check_container, jpeg_header
 from orchestrator.vision.hair import REFERENCE_SIZE, WORKING_SIZE, hair_score, is_hairy, working_image
-from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita
+from orchestrator.vision.skin_tone import ITA_ALGORITHM, ToneEstimate, estimate_tone
 from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
 
 # bump when hair_score's method changes: cached scores of another version are ignored
@@ -66,7 +66,7 @@ class ImageJob:
     dst: Path                      # the final training image path; its folder exists
     resolution: int | None         # long side of the output; None = --no-resize (a copy of the original)
     reuse: Path | None = None      # an earlier build's output for the same sha256 and resolution
-    skin_tone: bool = False        # also measure the skin's ITA
+    skin_tone: bool = False        # also estimate the skin's tone
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class ImageResult:
     hair_score: float | None
     hairy: bool | None
     error: str | None              # None = written; else a short reason ("missing", "truncated", "cmyk", ...)
-    ita: float | None = None       # the skin's ITA in degrees (skin_tone jobs; None when no skin was found)
+    tone: ToneEstimate | None = None   # the skin's tone (skin_tone jobs only)
 
 
 def process_images(jobs: Sequence[ImageJob], *, workers: int, cache_path: Path | None,
@@ -142,24 +142,24 @@ def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, li
         return failed(problem, sha)
 
     cached = cache.get(sha)
-    if cached is not None and job.skin_tone and len(cached) < 4:
-        cached = None  # analysed before without the tone: analyse again (same hair score, plus the ITA)
+    if cached is not None and job.skin_tone and len(cached) < 5:
+        cached = None  # analysed before without the tone: analyse again (same hair score, plus the tone)
     reuse = job.reuse if job.reuse is not None and job.reuse.is_file() else None
     if cached is not None:
         width, height, score = cached[:3]
-        ita = cached[3] if job.skin_tone else None
+        tone = ToneEstimate.restore(cached[3], cached[4]) if job.skin_tone else None
         out_w, out_h = output_size(width, height, job.resolution)
         if job.resolution is None or reuse is not None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
             _output(job.dst, reuse=reuse, copy=job.src)  # no decode at all
             return ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None,
-                               ita), None
+                               tone), None
 
     image, width, height, problem = _decode(data, kind, job.resolution)
     if problem:
         return failed(problem, sha)
     out_w, out_h = output_size(width, height, job.resolution)
     resized = None
-    if cached is None:  # else score and ita came from the cache above
+    if cached is None:  # else score and tone came from the cache above
         # analysed from the decode a WORKING_SIZE need gives (the one above unless the output is larger):
         # libjpeg's reduced decodes differ from a resize, and the cache keys scores by content alone
         analysed = (decode_reduced(data, WORKING_SIZE) if kind == "jpeg" and (job.resolution or 0) > WORKING_SIZE
@@ -168,7 +168,7 @@ def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, li
         if analysed is image and work.shape[1::-1] == (out_w, out_h):
             resized = work  # the output is the hair image (resolution = WORKING_SIZE): resize once
         score = hair_score(work)
-        ita = skin_ita(analysed) if job.skin_tone else None
+        tone = estimate_tone(analysed) if job.skin_tone else None
     if reuse is not None:
         _output(job.dst, reuse=reuse)
     elif job.resolution is None or (kind == "jpeg" and (out_w, out_h) == (width, height)):
@@ -181,10 +181,10 @@ def _process_one(job: ImageJob, cache: dict[str, list]) -> tuple[ImageResult, li
         if not ok:
             raise MedsynthError(f"cannot encode {job.dst} as JPEG")
         _output(job.dst, data=encoded.tobytes())
-    result = ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None, ita)
+    result = ImageResult(job.image_id, sha, width, height, out_w, out_h, score, is_hairy(score), None, tone)
     if cached is not None:
         return result, None
-    return result, [width, height, score] + ([ita] if job.skin_tone else [])
+    return result, [width, height, score] + ([tone.ita, tone.reason] if tone is not None else [])
 
 
 def decode_reduced(data: bytes, need: int) -> np.ndarray | None:
@@ -263,10 +263,12 @@ def _copy(src: Path, tmp: Path) -> None:
 
 
 def _valid_entry(entry: object) -> bool:
-    """[width, height, hair_score] or [width, height, hair_score, ita or None]."""
-    return (isinstance(entry, list) and len(entry) in (3, 4)
+    """[width, height, hair_score] or [width, height, hair_score, ita or None, unreliability reason or None];
+    ITA version 1 wrote no reason, and its entries still give their hair score."""
+    return (isinstance(entry, list) and len(entry) in (3, 4, 5)
             and all(isinstance(v, (int, float)) for v in entry[:3])
-            and (len(entry) == 3 or entry[3] is None or isinstance(entry[3], (int, float))))
+            and (len(entry) < 4 or entry[3] is None or isinstance(entry[3], (int, float)))
+            and (len(entry) < 5 or entry[4] is None or isinstance(entry[4], str)))
 
 
 def _read_cache(path: Path | None) -> dict[str, list]:

@@ -16,6 +16,7 @@ LESION_COLUMNS: dict[str, str] = {
     "lesion_id": "string",     # the source's lesion id (HAM10000, ISIC 2020 GT_v2, archive exports) | NA
     "sex": "string",           # "male" | "female" | NA
     "age": "Int64",            # years (ISIC's 5-year buckets) | NA
+    "fitzpatrick": "string",   # Fitzpatrick skin type "I".."VI" (ISIC Archive exports) | NA
     "site": "string",          # anatomical site as the source wrote it (lower-case) | NA
     "diagnosis": "string",     # lower-case diagnosis name, e.g. "melanoma", "nevus" | NA
     "malignant": "boolean",    # the source's malignant flag | NA

@@ -34,17 +34,25 @@ def _counts(values: Sequence) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def tone_counts(tones: Sequence[str | None]) -> dict[str, int]:
+UNRELIABLE = "unreliable"
+FROM_METADATA = "(of these from metadata)"
+
+
+def tone_counts(tones: Sequence[tuple[str, str, str]]) -> dict[str, int]:
     """Images per Chardon band, lightest first (the seed's point: darker bands are rare in ISIC), then
-    MISSING for images where no skin was found; every band is listed, so empty ones show."""
-    counts = {band: sum(t == band for t in tones) for band in BAND_NAMES}
-    missing = sum(t is None for t in tones)
-    return {**counts, MISSING: missing} if missing else counts
+    UNRELIABLE (an ITA that the image cannot support, vision/skin_tone.py), MISSING (no tone at all) when
+    any, and how many of the banded images took their band from the metadata's Fitzpatrick type. Each tone
+    is (band, source, reason) as in the manifest; every band is listed, so empty ones show."""
+    counts = {band: sum(t[0] == band for t in tones) for band in BAND_NAMES}
+    counts[UNRELIABLE] = sum(not band and source == "ita" for band, source, _ in tones)
+    missing = sum(not band and not source for band, source, _ in tones)
+    return {**counts, **({MISSING: missing} if missing else {}),
+            FROM_METADATA: sum(source == "metadata" for _, source, _ in tones)}
 
 
 def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skipped: int,
               skip_reasons: Mapping[str, int] | None = None,
-              skin_tones: Sequence[str | None] | None = None, duplicates: int = 0, missing: int = 0,
+              skin_tones: Sequence[tuple[str, str, str]] | None = None, duplicates: int = 0, missing: int = 0,
               planned: bool = False) -> DatasetReport:
     by_field = {
         "sex": _counts(table["sex"].tolist()),

@@ -2,7 +2,7 @@
 
 Each image is decoded once (large JPEGs at a libjpeg reduction, see images.decode_reduced), brought to the
 analysis size, and measured by vision/lesion.py (mask, A, B, C, D, TDS estimate) and vision/skin_tone.py
-(ITA of the skin around the mask, Chardon band). The two sets are compared per feature by their means,
+(ITA of the skin around the mask after colour constancy, Chardon band or unreliable). The two sets are compared per feature by their means,
 medians and the two-sample Kolmogorov-Smirnov statistic D (the largest gap between the two empirical CDFs,
 0 = same distribution, 1 = disjoint) with its asymptotic p-value; with a training run, its sample images
 are measured per epoch and compared with the real set the same way, to show whether training moves the
@@ -35,7 +35,7 @@ from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.runs.record import read_record
 from orchestrator.vision.lesion import (ANALYSIS_SIZE, COLOUR_CENTRES_RGB, analysis_image, features_from_mask,
                                         field_of_view, lesion_mask)
-from orchestrator.vision.skin_tone import BAND_NAMES, ita_of_pixels, skin_ring, tone_band
+from orchestrator.vision.skin_tone import BAND_NAMES, estimate_tone
 from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
 
 
@@ -47,6 +47,7 @@ class Feature:
     discrete: bool   # integer scores get one histogram bar per value
 
 
+UNRELIABLE = "unreliable"   # the skin-tone count of images without a band
 FEATURES: tuple[Feature, ...] = (
     Feature("asymmetry", "A: asymmetry (0-2 axes)", True),
     Feature("asymmetry_index", "asymmetry index (mirrored mismatch)", False),
@@ -68,7 +69,8 @@ class ImageRecord:
     lesion_found: bool
     values: dict[str, float | int | None]
     colour_names: tuple[str, ...]
-    skin_tone: str | None
+    skin_tone: str | None          # Chardon band; None when no skin or the ITA is unreliable
+    tone_reason: str | None = None  # why the ITA is unreliable (vision/skin_tone.py)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,8 +131,8 @@ def analyse_image(path: Path, root: Path) -> ImageRecord:
     small = analysis_image(bgr)
     fov = field_of_view(small)
     mask = lesion_mask(small, fov)
-    ita = ita_of_pixels(small, skin_ring(mask, fov))
-    values: dict[str, float | int | None] = {"ita": None if ita is None else round(ita, 2)}
+    tone = estimate_tone(small, mask, fov)
+    values: dict[str, float | int | None] = {"ita": tone.ita}
     found = int(mask.sum()) >= 16
     colours: tuple[str, ...] = ()
     if found:
@@ -140,7 +142,7 @@ def analyse_image(path: Path, root: Path) -> ImageRecord:
         colours = features.colour_names
     else:
         values.update({f.key: None for f in FEATURES if f.key != "ita"})
-    return ImageRecord(name, None, found, values, colours, None if ita is None else tone_band(ita))
+    return ImageRecord(name, None, found, values, colours, tone.band, tone.reason)
 
 
 def analyse(files: Sequence[Path], root: Path, *, workers: int, progress: bool = True,
@@ -211,11 +213,9 @@ def compare(real: Sequence[ImageRecord], synth: Sequence[ImageRecord]) -> list[d
 
 
 def tone_counts(records: Sequence[ImageRecord]) -> dict[str, int]:
-    counts = {band: 0 for band in BAND_NAMES}
-    for r in records:
-        if r.skin_tone is not None:
-            counts[r.skin_tone] += 1
-    return counts
+    """Readable images per Chardon band, then those whose ITA is unreliable (or that show no skin)."""
+    counts = {band: sum(r.skin_tone == band for r in records) for band in BAND_NAMES}
+    return {**counts, UNRELIABLE: sum(r.error is None and r.skin_tone is None for r in records)}
 
 
 def colour_frequencies(records: Sequence[ImageRecord]) -> dict[str, float]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.common.figures import pyplot, save_png
 from orchestrator.common.htmlpage import write_page
-from orchestrator.evaluate.features import FEATURES, Evaluation, Feature, feature_values, read_image
+from orchestrator.evaluate.features import FEATURES, UNRELIABLE, Evaluation, Feature, feature_values, read_image
 from orchestrator.evaluate.record import evaluation_record, write_evaluation_record
 from orchestrator.vision.skin_tone import BAND_NAMES
 
@@ -70,12 +70,13 @@ def histogram(feature: Feature, real: Sequence[float], synth: Sequence[float], r
 
 def tone_chart(real: dict[str, int], synth: dict[str, int], path: Path) -> None:
     plt = pyplot()
-    x = np.arange(len(BAND_NAMES))
+    labels = list(real)   # the bands, then "unreliable" (features.tone_counts)
+    x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     for counts, offset, colour, name in ((real, -0.2, REAL_COLOUR, "real"), (synth, 0.2, SYNTH_COLOUR, "synthetic")):
         total = max(sum(counts.values()), 1)
-        ax.bar(x + offset, [counts[b] / total for b in BAND_NAMES], width=0.4, color=colour, label=name)
-    ax.set_xticks(x, BAND_NAMES, fontsize=8)
+        ax.bar(x + offset, [counts.get(b, 0) / total for b in labels], width=0.4, color=colour, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("share of images")
     ax.set_title("skin tone (ITA, Chardon bands)", fontsize=9)
     ax.legend(fontsize=8)
@@ -163,7 +164,7 @@ def write_evaluation(evaluation: Evaluation, out: Path) -> Written:
         trend_figure = f"{ASSETS}/{trend_path.name}"
     json_path = write_evaluation_record(out, record)
     context = {"summary": record, "features": rows, "tone_figure": f"{ASSETS}/{tone_path.name}",
-               "trend_figure": trend_figure, "bands": BAND_NAMES,
+               "trend_figure": trend_figure, "bands": (*BAND_NAMES, UNRELIABLE),
                "feature_keys": [f.key for f in FEATURES], "flagged_pairs": flagged_pairs(evaluation, out)}
     html_path = out / "evaluation.html"
     write_page(html_path, "evaluation.html.j2", context)

@@ -3,7 +3,9 @@
 Its columns are isic_id, attribution, copyright_license and then whichever metadata keys the exported images
 have, so everything is looked up by name. Diagnosis and malignancy come from the current hierarchical columns
 (diagnosis_1..5) where filled, else from the legacy ones (diagnosis, benign_malignant). The site comes from
-anatom_site_general where filled (the vocabulary the other formats share), else from anatom_site_1.
+anatom_site_general where filled (the vocabulary the other formats share), else from anatom_site_1. The
+Fitzpatrick skin type, where the export has fitzpatrick_skin_type, becomes `fitzpatrick` (the build's skin
+tone then comes from it rather than from the image).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def read(raw: RawCsv) -> pd.DataFrame:
     return pd.DataFrame({
         **patient,
         "site": site,
+        "fitzpatrick": norm.fitzpatrick(raw, "fitzpatrick_skin_type"),
         "diagnosis": _diagnosis(raw),
         "malignant": _malignant(raw),
         "source": "isic_archive",

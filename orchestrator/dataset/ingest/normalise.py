@@ -78,6 +78,19 @@ def age(raw: RawCsv, column: str) -> pd.Series:
     return pd.Series(np.trunc(numbers), index=values.index).astype("Int64")   # NaN (empty cell) -> NA
 
 
+_FITZPATRICK = {**{t.lower(): t for t in ("I", "II", "III", "IV", "V", "VI")},
+                **{str(n): t for n, t in enumerate(("I", "II", "III", "IV", "V", "VI"), start=1)}}
+
+
+def fitzpatrick(raw: RawCsv, column: str) -> pd.Series:
+    """Fitzpatrick skin type as a Roman numeral "I".."VI"; the archive writes "I", "II", ..., others 1..6."""
+    values = text(raw, column, missing=("", "unknown"), lower=True)
+    bad = values.notna() & ~values.isin(list(_FITZPATRICK))
+    if bad.any():
+        raise _first_bad(raw, bad.fillna(False), column, "is not a Fitzpatrick skin type (I-VI)")
+    return values.map(_FITZPATRICK, na_action="ignore").astype("string")
+
+
 def flag(raw: RawCsv, column: str) -> pd.Series:
     """A 0/1 cell ("0", "1", "0.0", "1.0") as a boolean; anything else, including empty, is a malformed row."""
     numbers = _numbers(raw.cells[column])
