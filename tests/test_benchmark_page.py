@@ -68,7 +68,7 @@ def make_record() -> dict:
             "leakage": {"status": "untraced", "checked": ["synthetic/metadata.csv", "runs/x/run.json"],
                         "message": "runs/x/run.json names no dataset manifest, so the LoRA's training patients are "
                                    "unknown"},
-            "synthetic": {"dir": "synthetic", "images": 40, "malignant": 40, "unreadable": 0}, "arms": arms}
+            "synthetic": {"dir": "synthetic", "images": 40, "malignant": 40, "missing": 0, "not_malignant": 0}, "arms": arms}
 
 
 @pytest.fixture(scope="module")

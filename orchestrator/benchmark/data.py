@@ -28,7 +28,6 @@ from orchestrator.dataset.ingest import read_metadata
 from orchestrator.dataset.split import Split, assign_folds, read_split
 from orchestrator.generate.outputs import read_synthetic_metadata
 
-STRATA = ("sex", "age_band", "site", "skin_tone")
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,12 @@ def _with_groups(table: pd.DataFrame, split: Split) -> pd.DataFrame:
                         group_id=(ids.map(by_image["group_kind"]) + ":" + ids.map(by_image["group_id"])).to_numpy())
 
 
-def strata_labels(test: pd.DataFrame) -> pd.DataFrame:
-    """sex, age band, site (skin_tone is measured from the pixels: orchestrator.benchmark.tone)."""
+def strata_labels(test: pd.DataFrame) -> dict[str, list[str | None]]:
+    """Each test image's sex, age band and site, None where unknown (skin_tone is measured from the pixels:
+    orchestrator.benchmark.tone). Lists, not columns: pandas' string columns turn None into NaN."""
     def known(column: pd.Series) -> list[str | None]:
         return [None if pd.isna(v) else str(v) for v in column]
-    return test.assign(sex=known(test["sex"]), age_band=[age_band(a) for a in test["age"]],
-                       site=known(test["site"]))
+    return {"sex": known(test["sex"]), "age_band": [age_band(a) for a in test["age"]], "site": known(test["site"])}
 
 
 def read_synthetic(synthetic_dir: Path) -> tuple[list[tuple[str, Path]], dict]:
@@ -177,7 +176,7 @@ def load(csv_paths: Sequence[Path], image_dirs: Sequence[Path], *, fmt: str | No
         raise MedsynthError(f"test_fold {test_fold} is not a fold of {where} (folds 0 to {split.folds - 1})")
     table = _with_groups(table, split)
     train = table[table["fold"] != test_fold].reset_index(drop=True)
-    test = strata_labels(table[table["fold"] == test_fold].reset_index(drop=True))
+    test = table[table["fold"] == test_fold].reset_index(drop=True)
     for part, name in ((train, "training"), (test, "test")):
         if part["malignant"].astype(bool).nunique() < 2:
             raise MedsynthError(f"the {name} patients' images are all of one class: a benchmark needs malignant "

@@ -74,8 +74,7 @@ def prepare(s: BenchSettings, warn: Callable[[str], None]) -> tuple[BenchmarkDat
                    warn=warn)
     leakage = check_leaks(s, d)
     if leakage["status"] == "untraced":
-        warn(f"warning: the synthetic set's provenance could not be traced, so it was not checked for test "
-             f"patients: {leakage['message']}")
+        warn(f"warning: synthetic set {leakage['message']}")
     training = training_settings(s)
     return d, training, tasks_of(s, d, training), leakage
 

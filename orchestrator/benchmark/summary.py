@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.benchmark import record
-from orchestrator.benchmark.data import STRATA, BenchmarkData
+from orchestrator.benchmark.data import BenchmarkData, strata_labels
 from orchestrator.common.errors import MedsynthError
 from orchestrator.benchmark.settings import BenchSettings, Task
 
@@ -91,7 +91,7 @@ def gather(s: BenchSettings, d: BenchmarkData, tasks: list[Task], done: Mapping[
     y = d.test["malignant"].astype(bool).to_numpy().astype(int)
     groups = d.test["group_id"].astype(str).to_numpy()
     tones = test_tones(d.test, s.out / "cache", workers=s.workers, progress=progress)
-    labels = {name: (tones if name == "skin_tone" else list(d.test[name])) for name in STRATA}
+    labels = {**strata_labels(d.test), "skin_tone": tones}
     by_arm = {arm.name: [done[t.path] for t in tasks if t.arm is arm] for arm in d.arms}
     baseline = np.stack([r.scores for r in by_arm["real"]])
     arms = []

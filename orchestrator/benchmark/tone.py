@@ -1,6 +1,7 @@
-"""The skin-tone stratum of each test image: measured from the image at the lesion analysis size
-(orchestrator.vision.skin_tone), None where there is no estimate. Cached in <out>/cache/tones.json by file, size and
-mtime and the method's version, so a re-run does not measure again."""
+"""The skin-tone stratum of each test image: the metadata's Fitzpatrick type where the format has one, else the
+ITA band measured from the image at the lesion analysis size (orchestrator.vision.skin_tone.resolve_tone);
+"unreliable" where the estimate is, None where there is neither. Measurements are cached in <out>/cache/tones.json
+by file, size, mtime and the method's version, so a re-run does not measure again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from orchestrator.common.atomic import write_atomic
 from orchestrator.common.workers import STALL_TIMEOUT, run_parallel
 from orchestrator.dataset.images import decode_reduced
 from orchestrator.vision.lesion import ANALYSIS_SIZE
-from orchestrator.vision.skin_tone import ITA_ALGORITHM, skin_ita, tone_band
+from orchestrator.vision.skin_tone import FITZPATRICK_BAND, ITA_ALGORITHM, estimate_tone, resolve_tone
+
+UNRELIABLE = "unreliable"
 
 
 def _band(path: Path) -> str | None:
@@ -24,8 +27,8 @@ def _band(path: Path) -> str | None:
         return None
     if bgr is None:
         return None
-    ita = skin_ita(bgr)
-    return None if ita is None else tone_band(ita)
+    band, _, reason = resolve_tone(None, estimate_tone(bgr))
+    return band or (UNRELIABLE if reason else None)
 
 
 def _entry(path: Path) -> str:
@@ -34,7 +37,9 @@ def _entry(path: Path) -> str:
 
 
 def test_tones(test: pd.DataFrame, cache_dir: Path, *, workers: int, progress: bool) -> list[str | None]:
-    paths = [Path(p) for p in test["path"]]
+    fitzpatrick = [None if pd.isna(v) else str(v) for v in test.get("fitzpatrick", pd.Series([None] * len(test)))]
+    # a clinician's Fitzpatrick type wins over the lighting-dependent ITA: those images are not measured
+    paths = [Path(p) for p, f in zip(test["path"], fitzpatrick) if f not in FITZPATRICK_BAND]
     cache_path = cache_dir / "tones.json"
     try:
         cached = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -51,4 +56,5 @@ def test_tones(test: pd.DataFrame, cache_dir: Path, *, workers: int, progress: b
         known.update({_entry(p): b for p, b in zip(todo, bands)})
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(cache_path, json.dumps({"algorithm": ITA_ALGORITHM, "bands": known}))
-    return [known[e] for e in entries]
+    measured = iter(known[e] for e in entries)
+    return [FITZPATRICK_BAND[f] if f in FITZPATRICK_BAND else next(measured) for f in fitzpatrick]

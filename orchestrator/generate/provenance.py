@@ -52,7 +52,9 @@ def trace_synthetic(synthetic_dir: Path) -> Provenance:
     except MedsynthError as exc:
         return stop(str(exc))
     checked.append(metadata)
-    if len(runs) != 1 or not runs[0]:
+    if runs == [""]:
+        return stop(f"{metadata}: its medsynth_run column is empty: no run drew these images")
+    if len(runs) != 1:
         return stop(f"{metadata}: names {len(runs)} runs ({', '.join(runs)[:80]}), not one: whose LoRA drew "
                     f"which image is not known")
     name = runs[0]
