@@ -15,12 +15,12 @@ constrain = $$($(BIN)/python -c 'import sys; v = "%d.%d" % sys.version_info[:2];
 LATEST     := .venv-latest
 LOCK_VENV  := build/lock-venv
 
-.PHONY: setup setup-kohya dataset train test test-latest lock e2e bench gpu-wheels gpu-smoke clean
+.PHONY: setup setup-kohya dataset train benchmark test test-latest lock e2e bench gpu-wheels gpu-smoke clean
 
 $(BIN)/medsynth: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]' $(call constrain,$(LOCK))
+	$(BIN)/python -m pip install -q -e '.[test,benchmark]' $(call constrain,$(LOCK))
 	@touch $@
 
 setup: $(BIN)/medsynth
@@ -43,6 +43,17 @@ dataset: setup
 train: setup
 	$(MEDSYNTH) train
 
+# the benchmark's whole path on the demo data: a patient-level split, a stand-in synthetic set (augmented training
+# melanomas: no GPU draws SDXL images here; tools/standin_synthetic.py), then every arm at 64 px on the CPU
+BENCH_OUT := build/demo-benchmark
+DEMO_CSV  := datasets/demo/metadata.csv
+benchmark: setup
+	$(MEDSYNTH) dataset split --csv $(DEMO_CSV) --folds 5 --out $(BENCH_OUT)/split.csv
+	$(BIN)/python tools/standin_synthetic.py --csv $(DEMO_CSV) --images datasets/demo/images --split $(BENCH_OUT)/split.csv \
+	  --test-fold 0 --count 80 --out $(BENCH_OUT)/synthetic
+	$(MEDSYNTH) benchmark --csv $(DEMO_CSV) --images datasets/demo/images --split $(BENCH_OUT)/split.csv --test-fold 0 \
+	  --synthetic $(BENCH_OUT)/synthetic --out $(BENCH_OUT) --image-size 64 --epochs 5 --seeds 3
+
 test: setup
 	$(BIN)/python -m pytest -q
 
@@ -51,7 +62,7 @@ test: setup
 test-latest:
 	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test,benchmark]'
 	@$(LATEST)/bin/python -m pytest -q; rc=$$?; echo; \
 	$(LATEST)/bin/python requirements/drift.py $(LOCK); \
 	if [ $$rc = 0 ]; then echo "tests on the newest releases: passed"; else echo "tests on the newest releases: FAILED (pytest exit $$rc)"; fi; \
@@ -65,7 +76,7 @@ lock:
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip uninstall -q -y setuptools
 	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LOCK_VENV)/bin/python -m pip install -q -e '.[test]'
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[test,benchmark]'
 	{ grep '^#' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable --exclude pip; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	@test -f $(SD_SCRIPTS)/requirements.txt || { echo "NOTE: $(SD_SCRIPTS) is empty: $(KOHYA_LOCK) left as it is"; exit 0; } \

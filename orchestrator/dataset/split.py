@@ -165,6 +165,7 @@ def split_from_options(csv_paths: Sequence[Path], fmt: str | None, folds: int, s
     """`medsynth dataset split`: read the CSVs, assign folds, write the split file; the per-fold summary."""
     table = read_metadata(list(csv_paths), fmt)
     split = assign_folds(table, folds, seed, warn)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_split(out, split)
     return fold_summary(split, table)
 
