@@ -62,7 +62,7 @@ def load_pixels(keys: Sequence[str], paths: dict[str, Path], size: int, cache_di
     array_path, index_path = cache_dir / f"images-{size}.npy", cache_dir / f"images-{size}.json"
     try:
         if json.loads(index_path.read_text(encoding="utf-8")) == index:
-            cached = np.load(array_path)
+            cached = np.load(array_path, mmap_mode="r")   # a Slurm task reads only the images it trains on
             if cached.shape == (len(keys), size, size, 3):
                 return cached
     except (OSError, ValueError):
