@@ -312,7 +312,7 @@ def test_a_folder_that_is_no_run_is_refused(demo_sets, tmp_path):
     assert result.exit_code == 1 and "not a medsynth run folder (no run.json)" in result.output
 
 
-def test_fid_and_kid_appear_when_weights_are_given(demo_sets, tmp_path):
+def test_fid_kid_and_the_inception_space_screen_appear_when_weights_are_given(demo_sets, tmp_path):
     torch = pytest.importorskip("torch", reason="torch not installed (FID/KID are optional)")
     torchvision = pytest.importorskip("torchvision", reason="torchvision not installed (FID/KID are optional)")
     torch.manual_seed(0)
@@ -333,6 +333,11 @@ def test_fid_and_kid_appear_when_weights_are_given(demo_sets, tmp_path):
     fid = json.loads((tmp_path / "o" / "evaluation.json").read_text())["fid_kid"]
     assert fid["images"] == [3, 3] and fid["fid"] > 0 and fid["kid_std"] == 0.0
     assert "FID" in result.output and "data-fid" in (tmp_path / "o" / "evaluation.html").read_text()
+    deep = json.loads((tmp_path / "o" / "evaluation.json").read_text())["memorization_inception"]
+    # 3 real images are too few to calibrate on: every synthetic image still gets its nearest, nothing is flagged
+    assert [m["nearest_real"] is not None for m in deep["images"]] == [True] * 3 and deep["flagged"] == 0
+    assert "memorization screen (Inception features): not screened" in result.output
+    assert 'id="memorization-inception"' in (tmp_path / "o" / "evaluation.html").read_text()
 
 
 @pytest.mark.parametrize("lam,p", [(0.5, 0.9639), (0.8276, 0.5), (1.0, 0.27), (1.2238, 0.1), (1.3581, 0.05),

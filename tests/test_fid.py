@@ -171,3 +171,20 @@ def test_without_torch_the_error_says_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without torch looks like to import
     with pytest.raises(MedsynthError, match="need torch and torchvision"):
         load_inception(weights)
+
+
+@needs_torch
+def test_the_inception_space_screen_finds_a_flipped_copy_as_its_real_images_nearest(model):
+    from orchestrator.evaluate.fid import dihedral_features
+    from orchestrator.vision.memorization import feature_similarity, screen
+
+    names = ["ISIC_0000000", "ISIC_0000001", "ISIC_0000002", "ISIC_0000003", "ISIC_0000004", "ISIC_0000006"]
+    real = list(zip(names, dihedral_features(model, demo_images(names))))
+    copy, other = demo_images(["ISIC_0000003"])[0][::-1], demo_images(["ISIC_0000074"])[0]
+    synthetic = list(zip(["copy", "other", "broken"], dihedral_features(model, [copy, other, None])))
+    found = screen(real, synthetic, similarity=feature_similarity, method="inception")
+    by_name = {m.synthetic: m for m in found.matches}
+    assert by_name["copy"].nearest_real == "ISIC_0000003" and by_name["copy"].similarity > 0.9999
+    assert by_name["other"].similarity < by_name["copy"].similarity
+    assert by_name["broken"].similarity is None and found.as_dict()["method"] == "inception"
+    assert found.calibration.real_images == 6 and found.calibration.threshold is not None

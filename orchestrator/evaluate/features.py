@@ -29,7 +29,8 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.images import decode_reduced
 from orchestrator.dataset.jpeg import jpeg_size
 from orchestrator.dataset.record import has_record
-from orchestrator.vision.memorization import DECODE_SIZE, Screen, embed, screen
+from orchestrator.vision.memorization import (DECODE_SIZE, FEATURE_METHOD, Screen, embed, feature_similarity,
+                                              screen)
 from orchestrator.kohya.images import TRAINING_IMAGE_SUFFIXES, training_images
 from orchestrator.runs.outputs import Column, find_samples
 from orchestrator.runs.record import read_record
@@ -297,6 +298,7 @@ class Evaluation:
     points: list[tuple[Column, list[ImageRecord]]]
     fid: dict[str, Any] | None
     memorization: Screen
+    memorization_inception: Screen | None = None   # the same screen in Inception space (with the weights)
 
     def comparison(self) -> list[dict[str, Any]]:
         return compare(self.real_records, self.synth_records)
@@ -329,11 +331,23 @@ def evaluate(real: Path, synth: Path, *, run_dir: Path | None = None, inception_
                                desc=column.label)) for column, files in groups]
     fid = fid_kid(real_set, synth_set, inception_weights, model=model, progress=progress) \
         if inception_weights else None
+    in_features = None if model is None else screen(
+        network_embeddings(model, real_set, progress), network_embeddings(model, synth_set, progress),
+        similarity=feature_similarity, method=FEATURE_METHOD.format(network="Inception v3"))
     return Evaluation(real_set, synth_set, real_records, synth_records, run_dir, points, fid,
-                      screen(embeddings(real_set), embeddings(synth_set)))
+                      screen(embeddings(real_set), embeddings(synth_set)), in_features)
 
 
 def embeddings(images: ImageSet) -> list[tuple[str, Any]]:
     """(name, memorization embedding or None when unreadable) per file."""
     decoded = ((p.relative_to(images.root).as_posix(), read_image(p, DECODE_SIZE)) for p in images.files)
     return [(name, None if d is None else embed(d[0])) for name, d in decoded]
+
+
+def network_embeddings(model: Any, images: ImageSet, progress: bool) -> list[tuple[str, Any]]:
+    """(name, the 8 orientations' unit-norm Inception features or None when unreadable) per file."""
+    from orchestrator.evaluate.fid import INPUT_SIZE, dihedral_features
+    decoded = (read_image(p, INPUT_SIZE) for p in images.files)
+    with tqdm(total=len(images.files), desc="memorization features", unit="img", disable=not progress) as bar:
+        vectors = dihedral_features(model, (None if d is None else d[0] for d in decoded), progress=bar.update)
+    return [(p.relative_to(images.root).as_posix(), v) for p, v in zip(images.files, vectors)]

@@ -102,6 +102,23 @@ def inception_features(model: Any, images: Iterable[np.ndarray], *, batch_size: 
     return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
+def dihedral_features(model: Any, images: Iterable[np.ndarray | None], *,
+                      progress: Callable[[int], None] | None = None) -> list[np.ndarray | None]:
+    """Per image, the unit-norm pool features of its 8 flips and rotations, (8, 2048): the memorization screen's
+    network space (vision/memorization.feature_similarity); None for an image that did not decode."""
+    out: list[np.ndarray | None] = []
+    for bgr in images:
+        if bgr is None:
+            out.append(None)
+        else:
+            turns = [np.rot90(bgr, k) for k in range(4)]
+            features = inception_features(model, turns + [t[:, ::-1] for t in turns], batch_size=8)
+            out.append(features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12))
+        if progress is not None:
+            progress(1)
+    return out
+
+
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T

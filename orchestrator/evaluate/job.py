@@ -30,6 +30,8 @@ def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path
     if result.fid is not None:
         say(f"FID {result.fid['fid']:.3f}   KID {result.fid['kid']:.5f} ± {result.fid['kid_std']:.5f}")
     say(memorization_line(result.memorization))
+    if result.memorization_inception is not None:
+        say(memorization_line(result.memorization_inception, space=" (Inception features)"))
     if result.points:
         say(f"run samples: {', '.join(f'{c.label} ({len(r)})' for c, r in result.points)}")
     records = result.real_records + result.synth_records
@@ -40,9 +42,9 @@ def evaluate_folders(real: Path, synth: Path, *, run_dir: Path | None, out: Path
         f"{time.perf_counter() - started:.1f} s; wrote {written.html} and {written.json}")
 
 
-def memorization_line(found: Screen) -> str:
+def memorization_line(found: Screen, space: str = "") -> str:
     calibration = found.calibration
     if calibration.threshold is None:
-        return f"memorization screen: not screened ({calibration.note})"
-    return (f"memorization screen: {len(found.flagged)} of {found.screened} synthetic images flagged as near-copies of "
+        return f"memorization screen{space}: not screened ({calibration.note})"
+    return (f"memorization screen{space}: {len(found.flagged)} of {found.screened} synthetic images flagged as near-copies of "
             f"a real image (similarity >= {calibration.threshold:.4f}; see evaluation.html)")

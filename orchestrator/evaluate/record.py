@@ -1,7 +1,8 @@
 """evaluation.json, what `medsynth evaluate` records: what it holds (evaluation_record), its one writer and its
 one reader. A file without `schema_version` was written before it had one and is read as version 1; a file of
 another version is refused with a message saying to evaluate again (orchestrator.common.jsonrecord). The
-memorization screen came later as an optional key: a file without it still reads (memorization = None)."""
+memorization screen came later as an optional key: a file without it still reads (memorization = None), as does one
+without the Inception-space screen (memorization_inception)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ class EvaluationRecord:
     fid_kid: dict[str, Any] | None      # with Inception weights only
     images: dict[str, Any]              # every image's measurements: real, synthetic, run_samples per column
     memorization: dict[str, Any] | None = None  # memorization.Screen.as_dict(); None in files from before it
+    # the same screen in Inception feature space: with Inception weights only (absent from earlier files)
+    memorization_inception: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -40,6 +43,7 @@ _TYPES: FieldTypes = {
     "note": ((str,), "a string"), "sets": ((dict,), "an object"), "features": ((list,), "a list"),
     "run": ((dict, type(None)), "an object or null"), "fid_kid": ((dict, type(None)), "an object or null"),
     "images": ((dict,), "an object"), "memorization": ((dict, type(None)), "an object or null"),
+    "memorization_inception": ((dict, type(None)), "an object or null"),
 }
 
 
@@ -56,7 +60,9 @@ def evaluation_record(evaluation: Evaluation) -> EvaluationRecord:
         images={"real": [r.as_dict() for r in evaluation.real_records],
                 "synthetic": [r.as_dict() for r in evaluation.synth_records],
                 "run_samples": {c.label: [r.as_dict() for r in recs] for c, recs in evaluation.points}},
-        memorization=evaluation.memorization.as_dict())
+        memorization=evaluation.memorization.as_dict(),
+        memorization_inception=None if evaluation.memorization_inception is None
+        else evaluation.memorization_inception.as_dict())
 
 
 def write_evaluation_record(out: Path, record: EvaluationRecord) -> Path:
@@ -72,4 +78,4 @@ def read_evaluation_record(out: Path) -> EvaluationRecord:
     if not path.is_file():
         raise MedsynthError(f"{out}: no {RECORD_NAME}: run 'medsynth evaluate' first")
     data = load_versioned(path, version=SCHEMA_VERSION, wording=_WORDING)
-    return EvaluationRecord(**typed_fields(path, data, _TYPES, fix=_FIX, optional=("memorization",)))
+    return EvaluationRecord(**typed_fields(path, data, _TYPES, fix=_FIX, optional=("memorization", "memorization_inception")))

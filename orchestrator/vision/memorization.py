@@ -21,7 +21,7 @@ least DECODE_SIZE, so that both commands embed a file alike."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,19 @@ def similarity_matrix(queries: np.ndarray, real: np.ndarray) -> np.ndarray:
     return np.concatenate(rows)
 
 
+def feature_similarity(queries: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """The same for unit-norm network features (n, 8, d) and (m, 8, d) of each image's 8 flips and rotations: the
+    cosine of the best query orientation with the real image as it is (row 0)."""
+    if len(queries) == 0 or len(real) == 0:
+        return np.zeros((len(queries), len(real)), np.float32)
+    return np.einsum("nqd,md->nqm", queries, real[:, 0]).max(axis=1)
+
+
+FEATURE_METHOD = ("{network} features of the image (2048-d pool, unit norm); similarity = cosine, the maximum over "
+                  "the 8 flips and rotations of the synthetic image")
+Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Calibration:
     threshold: float | None       # None: too few real images to calibrate
@@ -99,12 +112,12 @@ class Calibration:
                     "quantile": round(float(np.quantile(sims, QUANTILE)), 4), "max": round(float(sims.max()), 4)}}
 
 
-def calibrate(real: np.ndarray) -> Calibration:
+def calibrate(real: np.ndarray, similarity: Similarity = similarity_matrix) -> Calibration:
     """The threshold from the real set's nearest-other-image similarities (module doc)."""
     n = len(real)
     nearest: list[float] = []
     if n >= 2:
-        sims = similarity_matrix(real, real)
+        sims = similarity(real, real)
         np.fill_diagonal(sims, -np.inf)  # the nearest *other* image
         nearest = [round(float(s), 4) for s in sims.max(axis=1)]
     if n < MIN_REAL:
@@ -129,6 +142,7 @@ class Match:
 class Screen:
     calibration: Calibration
     matches: list[Match]
+    method: str = METHOD
 
     @property
     def flagged(self) -> list[Match]:
@@ -139,21 +153,23 @@ class Screen:
         return sum(m.flagged is not None for m in self.matches)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"method": METHOD, "calibration": self.calibration.as_dict(),
+        return {"method": self.method, "calibration": self.calibration.as_dict(),
                 "flagged": len(self.flagged), "screened": self.screened,
                 "images": [vars(m).copy() for m in self.matches]}
 
 
-def screen(real: Sequence[tuple[str, np.ndarray | None]], synthetic: Sequence[tuple[str, np.ndarray | None]]
-           ) -> Screen:
+def screen(real: Sequence[tuple[str, np.ndarray | None]], synthetic: Sequence[tuple[str, np.ndarray | None]],
+           *, similarity: Similarity = similarity_matrix, method: str = METHOD) -> Screen:
     """Nearest real image and similarity of every synthetic image, flagged against the threshold calibrated on
-    `real`; (name, embedding) pairs, None for a file that did not decode (left out / not screened)."""
+    `real`; (name, embedding) pairs, None for a file that did not decode (left out / not screened). The default
+    space is the pixel thumbnails of embed(); `similarity` and `method` give another (feature_similarity)."""
     real_names = [name for name, e in real if e is not None]
-    empty = np.zeros((0, len(CROPS) ** 2, THUMB * THUMB), np.float32)
+    shapes = [e.shape for _, e in (*real, *synthetic) if e is not None]
+    empty = np.zeros((0, *(shapes[0] if shapes else (1, 1))), np.float32)
     real_vectors = np.stack([e for _, e in real if e is not None]) if real_names else empty
-    calibration = calibrate(real_vectors)
+    calibration = calibrate(real_vectors, similarity)
     decoded = [(name, e) for name, e in synthetic if e is not None]
-    sims = similarity_matrix(np.stack([e for _, e in decoded]) if decoded else empty, real_vectors)
+    sims = similarity(np.stack([e for _, e in decoded]) if decoded else empty, real_vectors)
     found = {}
     for (name, _), row in zip(decoded, sims):
         if len(row):
@@ -161,4 +177,4 @@ def screen(real: Sequence[tuple[str, np.ndarray | None]], synthetic: Sequence[tu
             similarity = round(float(row[best]), 4)
             flagged = None if calibration.threshold is None else similarity >= calibration.threshold
             found[name] = Match(name, real_names[best], similarity, flagged)
-    return Screen(calibration, [found.get(name, Match(name, None, None, None)) for name, _ in synthetic])
+    return Screen(calibration, [found.get(name, Match(name, None, None, None)) for name, _ in synthetic], method)
