@@ -30,12 +30,13 @@ setup: $(BIN)/medsynth
 	          "training needs it: on a machine with network run 'git submodule update --init', or unpack" \
 	          "kohya-ss/sd-scripts at commit $$(git ls-tree HEAD $(SD_SCRIPTS) | awk '{print $$3}') into $(SD_SCRIPTS)."
 
-# sd-scripts' own Python requirements (for training, make e2e and the tests that run sd-scripts' parsers)
+# sd-scripts' own Python requirements (for training, make e2e and the tests that run sd-scripts' parsers), and
+# lycoris-lora (the lycoris extra: pure Python; its torch, einops, safetensors, ... are sd-scripts' too)
 setup-kohya: setup
 	@test -f $(SD_SCRIPTS)/requirements.txt || { echo "error: $(SD_SCRIPTS) is empty: run 'make setup' with network first"; exit 1; }
 	grep -v '^-e' $(SD_SCRIPTS)/requirements.txt > $(VENV)/kohya-requirements.txt
 	$(BIN)/python -m pip install -q $(KOHYA_CPU_TORCH) -r $(VENV)/kohya-requirements.txt open_clip_torch tensorboard \
-	  $(call constrain,$(KOHYA_LOCK))
+	  -e '.[lycoris]' $(call constrain,$(KOHYA_LOCK))
 
 dataset: setup
 	$(MEDSYNTH) dataset build
@@ -82,6 +83,7 @@ lock:
 	@test -f $(SD_SCRIPTS)/requirements.txt || { echo "NOTE: $(SD_SCRIPTS) is empty: $(KOHYA_LOCK) left as it is"; exit 0; } \
 	  && grep -v '^-e' $(SD_SCRIPTS)/requirements.txt > $(LOCK_VENV)/kohya-requirements.txt \
 	  && $(LOCK_VENV)/bin/python -m pip install -q $(KOHYA_CPU_TORCH) -r $(LOCK_VENV)/kohya-requirements.txt open_clip_torch tensorboard \
+	    -e '.[lycoris]' \
 	  && { grep '^#' $(KOHYA_LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable --exclude pip; } > $(KOHYA_LOCK).new \
 	  && mv $(KOHYA_LOCK).new $(KOHYA_LOCK)
 

@@ -15,6 +15,7 @@ import toml
 from kohya_samples import DATASET_TOML, PROMPTS, TRAIN_TOML, dataset, edited, train
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.kohya import lycoris_args as lycoris
 from orchestrator.kohya.selfcheck import check_with_sd_scripts, run_sd_scripts_probe
 from orchestrator.kohya.validate import (
     check_combinations, parse_sample_prompts, validate_dataset_config, validate_train_config,
@@ -60,6 +61,22 @@ SILENT_IN_SD_SCRIPTS = {
     "warmup_as_ratio": ("optimizer.lr_warmup_steps", 100.0),
 }
 
+# LyCORIS (network_module lycoris.kohya) at rank 8, alpha 4: network_args medsynth accepts, that lycoris silently
+# ignores or misreads (medsynth refuses), and that abort the network's construction (medsynth refuses)
+LOCON = ["algo=locon", "conv_dim=4", "conv_alpha=2"]
+LYCORIS_CASES = {
+    "locon": LOCON,
+    "misspelt_arg": ["algo=locon", "conv_dims=4", "conv_alpha=2"],
+    "string_false": ["algo=lokr", "decompose_both=false"],
+    "unknown_algo": ["algo=locom"],
+}
+needs_lycoris = pytest.mark.skipif(lycoris.installed() is None, reason="lycoris-lora not installed: make setup-kohya")
+
+
+def _lycoris_train(args: list[str]) -> dict[str, Any]:
+    cfg = edited(edited(train(), "network.network_module", lycoris.MODULE), "network.network_args", args)
+    return edited(edited(cfg, "network.network_dim", 8), "network.network_alpha", 4.0)
+
 
 def _write(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(toml.dumps(data), encoding="utf-8")
@@ -99,6 +116,13 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     for name, (path, value) in {**TRAIN_REJECTIONS, **SILENT_IN_SD_SCRIPTS}.items():
         cases[f"train:{name}"] = {"train": _write(folder / f"t_{name}.toml", edited(train(), path, value)),
                                   "dataset": folder / "dataset.toml"}
+    if lycoris.installed() is not None:
+        for name, args in LYCORIS_CASES.items():
+            cases[f"lycoris:{name}"] = {"train": _write(folder / f"t_lycoris_{name}.toml", _lycoris_train(args)),
+                                        "dataset": folder / "dataset.toml"}
+        plan = _default_preset_plan(folder / "locon", TIER_GPUS[0], sets=LOCON_SETS)
+        cases["lycoris:rendered"] = {"train": _text(folder / "t_locon.toml", plan.files["train.toml"]),
+                                     "dataset": _text(folder / "d_locon.toml", plan.files["dataset.toml"])}
     for gib in TIER_GPUS:  # the default preset as rendered for a GPU of that size, tier settings included
         plan = _default_preset_plan(folder / f"tier{gib}", gib)
         cases[f"tier:{gib}"] = {"train": _text(folder / f"t_tier{gib}.toml", plan.files["train.toml"]),
@@ -108,6 +132,9 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
 
 
 TIER_GPUS = (139.8, 15.0)  # an H200, a 16 GB card
+# the LoCon run of templates/sweeps/lora-vs-locon.toml, as `--set`s
+LOCON_SETS = ('network_module="lycoris.kohya"', 'network_args=["algo=locon", "conv_dim=16", "conv_alpha=8"]',
+              "network_dim=32", "network_alpha=16.0")
 
 
 def _text(path: Path, text: str) -> Path:
@@ -115,7 +142,7 @@ def _text(path: Path, text: str) -> Path:
     return path
 
 
-def _default_preset_plan(root: Path, gib: float):
+def _default_preset_plan(root: Path, gib: float, sets: tuple[str, ...] = ()):
     from train_helpers import make_dataset
 
     from orchestrator.train.settings import load_settings
@@ -125,7 +152,7 @@ def _default_preset_plan(root: Path, gib: float):
     settings = load_settings(preset_name="default", cwd=root,
                              options={"dataset": str(make_dataset(root / "ds")),
                                       "pretrained_model_name_or_path": str(root / "sdxl.safetensors")},
-                             sets=[f"runs_dir={str(root / 'runs')!r}"])
+                             sets=[f"runs_dir={str(root / 'runs')!r}", *sets])
     return prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
 
 
@@ -229,3 +256,46 @@ def test_cross_file_combination_refused_by_medsynth_aborts_sd_scripts(probe, nam
         check_combinations(train(), edited(dataset(), path, value), source="runs/x")
     result = probe[f"combination:{name}"]
     assert not result["ok"] and result["stage"] == "dataset_group", result
+
+
+def _modules(case: dict[str, Any]) -> dict[str, tuple[str, int, float]]:
+    """The stand-in U-Net's adapted layers (conv1: a 3x3 conv, to_q: a linear layer) as (class, rank, scale)."""
+    return {name.rsplit("_", 1)[-1] if name.endswith("conv1") else name.rsplit("_", 2)[-2] + "_q":
+            (m["class"], m["dim"], m["scale"]) for name, m in case["network"].items()}
+
+
+@needs_lycoris
+def test_lycoris_builds_locon_from_the_network_args_medsynth_accepts(probe):
+    validate_train_config(_lycoris_train(LOCON), source="train.toml")
+    case = probe["lycoris:locon"]
+    assert case["ok"], case
+    assert case["args"]["network_args"]["value"] == LOCON
+    # the 3x3 conv at conv_dim 4 / conv_alpha 2, the linear layer at network_dim 8 / network_alpha 4
+    assert _modules(case) == {"conv1": ("LoConModule", 4, 0.5), "to_q": ("LoConModule", 8, 0.5)}
+
+
+@needs_lycoris
+def test_lycoris_accepts_the_locon_run_medsynth_renders(probe):
+    case = probe["lycoris:rendered"]
+    assert case["ok"], case
+    assert case["args"]["network_module"]["value"] == "lycoris.kohya"
+    assert _modules(case) == {"conv1": ("LoConModule", 16, 0.5), "to_q": ("LoConModule", 32, 0.5)}
+
+
+@needs_lycoris
+@pytest.mark.parametrize("name", ["misspelt_arg", "string_false"])
+def test_network_args_lycoris_misreads_silently_are_refused_by_medsynth(probe, name):
+    case = probe[f"lycoris:{name}"]
+    assert case["ok"], case
+    with pytest.raises(MedsynthError, match=r"\[network\] network_args: item 1"):
+        validate_train_config(_lycoris_train(LYCORIS_CASES[name]), source="train.toml")
+    if name == "misspelt_arg":  # conv_dims ignored: the conv got network_dim's rank instead of 4
+        assert _modules(case)["conv1"][1] == 8
+
+
+@needs_lycoris
+def test_an_algorithm_lycoris_cannot_build_is_refused_by_medsynth(probe):
+    case = probe["lycoris:unknown_algo"]
+    assert not case["ok"] and case["stage"] == "network", case
+    with pytest.raises(MedsynthError, match=r"did you mean 'locon'\?"):
+        validate_train_config(_lycoris_train(LYCORIS_CASES["unknown_algo"]), source="train.toml")

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.sweep import sweep
 from orchestrator.common.paths import TEMPLATES_DIR
+from orchestrator.kohya import lycoris_args
 from orchestrator.sweep.run import final_loss
 from train_helpers import FAKE_PYTHON, make_dataset, write_fake_sd_scripts
 
@@ -133,6 +134,22 @@ def test_the_example_sweep_file_validates(work):
                     "--set", "runs_dir=runs")
     assert result.exit_code == 0, result.output
     assert "12 runs, rendered and validated" in result.output
+
+
+@pytest.mark.skipif(lycoris_args.installed() is None, reason="lycoris-lora not installed: make setup-kohya")
+def test_the_lora_against_locon_example_validates_locons_network_args(work, tmp_path):
+    example = TEMPLATES_DIR / "sweeps" / "lora-vs-locon.toml"
+    sets = ["--set", f"dataset={json.dumps(str(work['root'] / 'ds'))}", "--set", "runs_dir=runs"]
+    result = invoke(work, str(example), "--dry-run", *sets)
+    assert result.exit_code == 0, result.output
+    assert "2 runs, rendered and validated" in result.output
+    assert "lora-vs-locon/lora-lierla" in result.output and "lora-vs-locon/locon" in result.output
+    # the same file with a misspelt LyCORIS argument, which lycoris.kohya would ignore without a word
+    misspelt = tmp_path / "misspelt.toml"
+    misspelt.write_text(example.read_text(encoding="utf-8").replace('"conv_dim=', '"conv_dims='), encoding="utf-8")
+    result = invoke(work, str(misspelt), "--dry-run", *sets)
+    assert result.exit_code == 1
+    assert "run 'locon'" in result.output and "did you mean 'conv_dim'?" in result.output
 
 
 def test_runs_go_one_after_another_and_the_summary_reports_each(work):

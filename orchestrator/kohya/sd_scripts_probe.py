@@ -4,8 +4,10 @@ It imports sd-scripts (torch, diffusers, ...), so it never runs inside medsynth'
 from medsynth. Input on stdin (JSON): {"sd_scripts": dir, "cases": [{"train", "dataset", "prompts"}]} (paths or
 null). Output: one line "MEDSYNTH_PROBE <json>" on stdout: per case {"ok": true, "args", "datasets", "prompts"}
 or {"ok": false, "stage", "error"}. Mirrors sdxl_train_network.py's startup up to the dataset blueprint, then
-builds the datasets when every image_dir exists (sd-scripts' own empty-dataset and caching checks), and builds
-the optimizer and lr scheduler for one dummy parameter (where the scheduler/warmup combinations abort).
+builds the datasets when every image_dir exists (sd-scripts' own empty-dataset and caching checks), builds
+the optimizer and lr scheduler for one dummy parameter (where the scheduler/warmup combinations abort), and for
+a network module other than sd-scripts' own LoRA builds the network on a stand-in U-Net with network_args
+passed as a launch passes them.
 """
 
 import copy
@@ -41,6 +43,42 @@ def check_dataset_group(args, blueprint, config_util, sdxl_train_network):
         assert train_group.is_latent_cacheable(), "when caching latents, either color_aug or random_crop cannot be used"
     sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, train_group, val_group)
     return {"batches": len(train_group), "images": [d.num_train_images for d in train_group.datasets]}
+
+
+def stand_in_unet(torch):
+    """A 3x3 conv in a ResnetBlock2D and linear layers in a Transformer2DModel: network modules choose the layers
+    they adapt by these class names (LyCORIS's LoCon adapts the conv, LoRA-LierLa only the linear layers)."""
+    class ResnetBlock2D(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(16, 16, 3, padding=1)
+
+    class Transformer2DModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_q = torch.nn.Linear(16, 16)
+
+    unet = torch.nn.Module()
+    unet.resnets, unet.attentions = ResnetBlock2D(), Transformer2DModel()
+    return unet
+
+
+def build_network(args, torch):
+    """train_network.py:664-688: network_args split at the first '=', dropout defaulted, create_network called."""
+    import importlib
+
+    net_kwargs = {}
+    for net_arg in args.network_args or []:
+        key, value = net_arg.split("=", 1)
+        net_kwargs[key] = value
+    if "dropout" not in net_kwargs:
+        net_kwargs["dropout"] = args.network_dropout
+    network = importlib.import_module(args.network_module).create_network(
+        1.0, args.network_dim, args.network_alpha, None, [], stand_in_unet(torch),
+        neuron_dropout=args.network_dropout, **net_kwargs)
+    return {m.lora_name: {"class": type(m).__name__, "dim": getattr(m, "lora_dim", None),
+                          "scale": float(getattr(m, "scale", "nan"))}
+            for m in network.unet_loras}
 
 
 def run_case(case, modules):
@@ -84,6 +122,9 @@ def run_case(case, modules):
             params = [torch.nn.Parameter(torch.zeros(1))]
             _, _, optimizer = train_util.get_optimizer(probe_args, params)
             train_util.get_scheduler_fix(probe_args, optimizer, 1)
+            if args.network_module != "networks.lora":
+                stage = "network"
+                result["network"] = build_network(args, torch)
         if case.get("prompts"):
             stage = "sample_prompts"
             result["prompts"] = jsonable(train_util.load_prompts(case["prompts"]))

@@ -12,6 +12,8 @@ Decisions (sd-scripts facts are cited in kohya-interface.md):
   (`sanitized_as` in the contract, e.g. validation_split): there an integer aborts sd-scripts, so it is refused.
   Integer options refuse booleans (stricter than voluptuous, which takes True for an int).
 - keys refused in the training TOML although sd-scripts reads them: see FORBIDDEN_TRAIN_KEYS.
+- network_args of network_module "lycoris.kohya": checked against the installed lycoris-lora (kohya/lycoris_args.py),
+  which ignores unknown keys and misreads some values silently; refused when lycoris-lora is not installed.
 - dataset TOML: checked structurally only, never against the filesystem (it may be rendered for another
   machine); the launcher's preflight checks that image_dir exists and holds images.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.kohya import lycoris_args as lycoris
 from orchestrator.kohya.contract import Contract, DatasetKey, load_contract
 from orchestrator.kohya.prompts import parse_sample_prompts, validate_sample_prompts
 from orchestrator.kohya.train_toml import settings
@@ -130,6 +133,12 @@ def _check_train_combinations(flat: dict[str, Setting], contract: Contract, sour
         fail("v_pred_like_loss", "cannot be used with v_parameterization (sd-scripts raises ValueError)")
     if get("log_with") in ("tensorboard", "all") and get("logging_dir") is None:
         fail("log_with", "needs logging_dir (sd-scripts raises ValueError)")
+    if get("network_module") == lycoris.MODULE:
+        package = lycoris.installed()
+        if package is None:
+            fail("network_module", lycoris.NOT_INSTALLED)
+        elif problem := package.problem(get("network_args") or []):
+            fail("network_args", problem)
     _check_scheduler_combinations(get, fail, optimizer, contract)
 
 

@@ -27,9 +27,9 @@ from orchestrator.train.command import Machines, accelerate_command, allocator_e
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.settings import Settings
 from orchestrator.train.plan import RunPlan, batch_warnings, prepare, run_record, validate_files
-from orchestrator.train.preflight import (Gpu, Preflight, Probe, check_disk, check_gpus, check_model, check_optimizer,
-                                          check_sd_scripts, check_tokenizers, failed_checks_as_warnings,
-                                          probe_gpus_fast, probe_python)
+from orchestrator.train.preflight import (Gpu, Preflight, Probe, check_disk, check_gpus, check_model, check_network,
+                                          check_optimizer, check_sd_scripts, check_tokenizers,
+                                          failed_checks_as_warnings, probe_gpus_fast, probe_python)
 
 # ----------------------------------------------------------------------------------------------- the flow
 
@@ -97,6 +97,7 @@ def check_config(launcher: Launcher, cfg: TrainConfig) -> None:
     """The checks that depend on the run's settings (optimizer package, model, tokenizers)."""
     if launcher.probe is not None:
         check_optimizer(cfg, launcher.probe)
+        check_network(cfg.network_module, launcher.probe)
     check_model(cfg.pretrained_model_name_or_path, offline=launcher.offline)
     if launcher.offline:
         check_tokenizers(cfg.tokenizer_cache_dir)
@@ -182,6 +183,7 @@ def launch_created(run_dir: Path, *, out: IO[bytes] | None = None) -> tuple[int,
                    gpu_ids=tuple(record.field("launch.gpu_ids", list, [])))
     check_optimizer(dataclasses.replace(TrainConfig(), optimizer_type=record.field("config.optimizer_type", str)),
                     probe)
+    check_network(record.field("config.network_module", str, TrainConfig.network_module), probe)
     validate_run_files(run_dir)
     argv = record.command
     argv[0] = python

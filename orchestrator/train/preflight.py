@@ -21,6 +21,7 @@ from pathlib import Path
 
 from orchestrator.train.config import TrainConfig
 from orchestrator.common.errors import MedsynthError
+from orchestrator.kohya import lycoris_args as lycoris
 from orchestrator.common.paths import SD_SCRIPTS_COMMIT, git_checkout
 
 TRAIN_SCRIPT = "sdxl_train_network.py"
@@ -67,7 +68,7 @@ _PROBE = r"""
 import importlib.metadata as md, importlib.util as u, json
 out = {"packages": {}, "gpus": [], "torch_error": None}
 for name in ("torch", "torchvision", "accelerate", "diffusers", "transformers", "bitsandbytes", "safetensors",
-             "huggingface-hub", "tokenizers", "voluptuous", "toml"):
+             "huggingface-hub", "tokenizers", "voluptuous", "toml", "lycoris-lora"):
     try:
         out["packages"][name] = md.version(name)
     except md.PackageNotFoundError:
@@ -290,6 +291,18 @@ def check_optimizer(cfg: TrainConfig, probe: Probe) -> None:
                             f"import: pip install bitsandbytes, or set optimizer_type = 'AdamW'")
     if not probe.accelerate:
         raise MedsynthError(f"{probe.python} cannot import accelerate: run 'make setup-kohya'")
+
+
+def check_network(network_module: str, probe: Probe) -> None:
+    """LyCORIS in the training interpreter, at the version network_args were validated against (medsynth's)."""
+    if network_module != lycoris.MODULE:
+        return
+    theirs, ours = probe.packages.get("lycoris-lora"), lycoris.installed()
+    pin = f"lycoris-lora=={ours.version}" if ours is not None else "lycoris-lora"
+    if theirs is None or (ours is not None and theirs != ours.version):
+        found = f"has lycoris-lora {theirs}" if theirs else "cannot import lycoris"
+        raise MedsynthError(f"network_module {lycoris.MODULE!r}: the training interpreter {probe.python} {found}; "
+                            f"network_args were checked against {pin}: {probe.python} -m pip install '{pin}'")
 
 
 def failed_checks_as_warnings(checks: Sequence[Callable[[], object]]) -> list[str]:

@@ -13,9 +13,10 @@ from orchestrator.common.process import run_streaming
 from orchestrator.runs.folder import command_script, newest_state, running_mark, still_training
 from orchestrator.runs.record import RunRecord, is_run_dir, read_record, update_record
 from orchestrator.train.command import Machines, child_env, python_executable
+from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import finish, say, validate_run_files
-from orchestrator.train.preflight import (Preflight, check_gpus, check_sd_scripts, failed_checks_as_warnings,
-                                          probe_python)
+from orchestrator.train.preflight import (Preflight, check_gpus, check_network, check_sd_scripts,
+                                          failed_checks_as_warnings, probe_python)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def resume(run_dir: Path, *, sd_scripts: Path, offline: bool = False, cpu: bool 
     if not plan.cpu:
         check_gpus(probe, min_gpu_gib=0, num_processes=record.field("launch.num_processes", int, 1),
                    gpu_ids=tuple(record.field("launch.gpu_ids", list, [])))
+    check_network(record.field("config.network_module", str, TrainConfig.network_module), probe)
     validate_run_files(run_dir)
     resumes = [*record.field("resumes", list, []),
                {"state": str(plan.state), "command": plan.argv, "env": plan.changes}]
