@@ -55,6 +55,7 @@ TRAIN_REJECTIONS = {
 }
 # train.toml edits sd-scripts accepts without a word although the run would not do what the file says
 SILENT_IN_SD_SCRIPTS = {
+    "zero_validation_interval": ("training.validate_every_n_epochs", 0),  # a modulo by zero at the first epoch end
     "misspelt_key": ("training.max_train_epoch", 10),
     "unknown_sampler": ("sample.sample_sampler", "dpm++_2m_karras"),
     "bad_mixed_precision": ("training.mixed_precision", "bf17"),
@@ -98,6 +99,7 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     (folder / "train.toml").write_text(TRAIN_TOML, encoding="utf-8")
     (folder / "dataset.toml").write_text(DATASET_TOML, encoding="utf-8")
     (folder / "prompts.txt").write_text(PROMPTS, encoding="utf-8")
+    plans = {}
     cases = {"valid": {"train": folder / "train.toml", "dataset": folder / "dataset.toml",
                        "prompts": folder / "prompts.txt"}}
     images = _image_folder(folder / "images" / "1_melanoma", count=3)
@@ -123,18 +125,27 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
         plan = _default_preset_plan(folder / "locon", TIER_GPUS[0], sets=LOCON_SETS)
         cases["lycoris:rendered"] = {"train": _text(folder / "t_locon.toml", plan.files["train.toml"]),
                                      "dataset": _text(folder / "d_locon.toml", plan.files["dataset.toml"])}
+    for split in VALIDATION_SPLITS:  # the validation split as rendered and counted by the dry run
+        plan = _validation_plan(folder / f"val{split}", split)
+        cases[f"validation:{split}"] = {"train": _text(folder / f"t_val{split}.toml", plan.files["train.toml"]),
+                                        "dataset": _text(folder / f"d_val{split}.toml", plan.files["dataset.toml"])}
+        plans[split] = plan
+    cases["validation_split_above_one"] = {"train": folder / "train.toml", "dataset": _write(
+        folder / "d_val_above_one.toml", edited(with_images, "general.validation_split", 1.5))}
     for gib in TIER_GPUS:  # the default preset as rendered for a GPU of that size, tier settings included
         plan = _default_preset_plan(folder / f"tier{gib}", gib)
         cases[f"tier:{gib}"] = {"train": _text(folder / f"t_tier{gib}.toml", plan.files["train.toml"]),
                                 "dataset": _text(folder / f"d_tier{gib}.toml", plan.files["dataset.toml"])}
     results = run_sd_scripts_probe(list(cases.values()), sd_scripts_dir)
-    return {**dict(zip(cases, results)), "_folder": folder}
+    return {**dict(zip(cases, results)), "_folder": folder, "_plans": plans}
 
 
 TIER_GPUS = (139.8, 15.0)  # an H200, a 16 GB card
 # the LoCon run of templates/sweeps/lora-vs-locon.toml, as `--set`s
 LOCON_SETS = ('network_module="lycoris.kohya"', 'network_args=["algo=locon", "conv_dim=16", "conv_alpha=8"]',
               "network_dim=32", "network_alpha=16.0")
+# shares of the 6-image test dataset: 0.25 holds out round(1.5) = 2 and trains on ceil(4.5) = 5, one image in both
+VALIDATION_SPLITS = (0.5, 0.25, 0.34)
 
 
 def _text(path: Path, text: str) -> Path:
@@ -154,6 +165,21 @@ def _default_preset_plan(root: Path, gib: float, sets: tuple[str, ...] = ()):
                                       "pretrained_model_name_or_path": str(root / "sdxl.safetensors")},
                              sets=[f"runs_dir={str(root / 'runs')!r}", *sets])
     return prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
+
+
+def _validation_plan(root: Path, split: float):
+    from train_helpers import make_dataset
+
+    from orchestrator.train.plan import prepare
+    from orchestrator.train.settings import load_settings
+
+    sets = [f"runs_dir={str(root / 'runs')!r}", f"validation_split={split}", "train_batch_size=2"]
+    if split == 0.5:
+        sets += ["validate_every_n_epochs=2", "max_validation_steps=3", "validation_seed=7"]
+    settings = load_settings(preset_name="default", cwd=root, sets=sets,
+                             options={"dataset": str(make_dataset(root / "ds", repeats=3)),
+                                      "pretrained_model_name_or_path": str(root / "sdxl.safetensors")})
+    return prepare(settings, gpus=None, run_name="val")
 
 
 def test_sd_scripts_reads_valid_training_toml_with_right_values_and_types(probe):
@@ -299,3 +325,28 @@ def test_an_algorithm_lycoris_cannot_build_is_refused_by_medsynth(probe):
     assert not case["ok"] and case["stage"] == "network", case
     with pytest.raises(MedsynthError, match=r"did you mean 'locon'\?"):
         validate_train_config(_lycoris_train(LYCORIS_CASES["unknown_algo"]), source="train.toml")
+@pytest.mark.parametrize("split", VALIDATION_SPLITS)
+def test_sd_scripts_holds_out_the_images_the_dry_run_counts(probe, split):
+    result, plan = probe[f"validation:{split}"], probe["_plans"][split]
+    assert result["ok"], result
+    (ds,) = result["datasets"]
+    seed = 7 if split == 0.5 else plan.config.seed  # medsynth renders the run's seed when none is given
+    assert (ds["params"]["validation_split"], ds["params"]["validation_seed"]) == (split, seed)
+    group, sched = result["dataset_group"], plan.schedule
+    assert group["images"] == [sched.images * plan.dataset.repeats]  # the repeats apply to what is left
+    assert group["validation_images"] == [sched.validation_images]
+    assert sched.validation_overlap == (1 if split == 0.25 else 0)
+    assert min(group["validation_batches"], plan.config.max_validation_steps or 99) == sched.validation_batches
+
+
+def test_sd_scripts_reads_the_validation_options_medsynth_renders(probe):
+    args = {k: v["value"] for k, v in probe["validation:0.5"]["args"].items()}
+    assert (args["validate_every_n_epochs"], args["max_validation_steps"], args["validation_seed"]) == (2, 3, 7)
+    assert args["validate_every_n_steps"] is None and args["validation_split"] == 0.0  # the dataset's split is used
+
+
+def test_validation_split_above_one_is_skipped_silently_by_sd_scripts_and_refused_by_medsynth(probe):
+    result = probe["validation_split_above_one"]
+    assert result["ok"] and result["dataset_group"]["validation_images"] == [], result
+    with pytest.raises(MedsynthError, match=r"validation_split: must be between 0.0 and 1.0"):
+        validate_dataset_config(edited(dataset(), "general.validation_split", 1.5), source="dataset.toml")

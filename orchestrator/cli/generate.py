@@ -9,15 +9,33 @@ import click
 
 from orchestrator.cli.flags import settings_as_flags
 from orchestrator.common.errors import MedsynthError
-from orchestrator.generate.fields import BALANCE_FIELDS
+from orchestrator.generate.fields import BALANCE_FIELDS, BEST_EPOCH
 from orchestrator.common.paths import default_sd_scripts
+
+
+class EpochType(click.ParamType):
+    """An epoch number (>= 1) or "best"."""
+
+    name = "N|best"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201  (click's signature)
+        if isinstance(value, int) or value == BEST_EPOCH:
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an epoch number nor 'best'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not an epoch (they start at 1)", param, ctx)
+        return number
 
 
 @click.command("generate")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--count", type=click.IntRange(min=1), required=True, help="Number of synthetic images.")
-@click.option("--epoch", type=click.IntRange(min=1),
-              help="Use the LoRA of this epoch (default: the final one, <output_name>.safetensors).")
+@click.option("--epoch", type=EpochType(),
+              help="Use the LoRA of this epoch (default: the final one, <output_name>.safetensors); 'best': of the "
+                   "epoch with the lowest validation loss (a run trained with validation_split > 0).")
 @click.option("--match-distribution", "match", is_flag=True,
               help="Draw metadata (sex, site, age, ...) as often as it occurs in the training manifest (default).")
 @click.option("--balance", type=click.Choice(BALANCE_FIELDS),

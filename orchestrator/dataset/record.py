@@ -99,6 +99,7 @@ class DatasetInfo:
     manifest: Path
     manifest_sha256: str
     notes: tuple[str, ...] = ()     # warnings for the reader to show (a split that can no longer be re-checked)
+    group_kind: str | None = None   # what the build's benchmark split grouped by (patient, lesion, ...); None: none
 
 
 def read_dataset(path: Path) -> DatasetInfo:
@@ -113,7 +114,7 @@ def read_dataset(path: Path) -> DatasetInfo:
                        resolution=record.resolution, image_dir=(path / record.image_dir).resolve(),
                        images=record.images, trigger=record.trigger, caption_extension=record.caption_extension,
                        manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256,
-                       notes=notes)
+                       notes=notes, group_kind=record.group_kind)
     if not info.image_dir.is_dir():
         raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
     found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))

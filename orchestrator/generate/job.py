@@ -23,7 +23,7 @@ def gpu_ids_per_process(num_processes: int, cpu: bool) -> list[str | None]:
     return list(ids[:num_processes])
 
 
-def generate_synthetic(run_dir: Path, *, count: int, epoch: int | None, balance: str | None, keep_hair: bool,
+def generate_synthetic(run_dir: Path, *, count: int, epoch: int | str | None, balance: str | None, keep_hair: bool,
                        seed: int, out: Path | None, caption_template: Path | None, batch_size: int,
                        num_processes: int, dry_run: bool, offline: bool, cpu: bool, sd_scripts: Path,
                        say: Callable[[str], None], warn: Callable[[str], None], drop_memorized: bool = False) -> int:

@@ -30,19 +30,49 @@ from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.record import RECORD_NAME, has_record, read_record
 from orchestrator.dataset.split import recheck_build
 from orchestrator.generate.command import GEN_SCRIPT, GenSettings, prompt_line
+from orchestrator.generate.fields import BEST_EPOCH
 from orchestrator.generate.outputs import image_matches, image_name
 from orchestrator.generate.prompts import Item
 from orchestrator.runs.facts import RunFacts, read_run
+from orchestrator.runs.outputs import run_scalars
+from orchestrator.runs.validation import VAL_EPOCH_TAG, best_epoch
 
 
 # ----------------------------------------------------------------------------------------------- the run
 
+def _saved_loras(run: RunFacts) -> tuple[Path, dict[int, Path]]:
+    """(the final file, {epoch: file} of the numbered ones)."""
+    name = run.lora_name
+    numbered = {int(p.stem.rsplit("-", 1)[1]): p for p in run.run_dir.glob(f"{name}-[0-9][0-9][0-9][0-9][0-9][0-9]"
+                                                                          f".safetensors")}
+    return run.run_dir / f"{name}.safetensors", numbered
+
+
+def best_saved_epoch(run: RunFacts) -> tuple[int, str]:
+    """--epoch best: the epoch with the lowest validation loss among those whose LoRA file is there, and a line
+    saying so (and when the very lowest one's file was not kept)."""
+    final, numbered = _saved_loras(run)
+    saved = set(numbered) | ({run.train.get("max_train_epochs")} if final.is_file() else set())
+    logging_dir = run.train.get("logging_dir")
+    scalars = run_scalars(run.run_dir, Path(logging_dir) if logging_dir else None)
+    overall, best = best_epoch(scalars), best_epoch(scalars, among=saved)
+    if overall is None:
+        raise MedsynthError(f"{run.run_dir}: --epoch best needs validation loss ({VAL_EPOCH_TAG}) and the run "
+                            f"logged none: train with a held-out share (--set validation_split=0.1), or give an "
+                            f"epoch number")
+    if best is None:
+        raise MedsynthError(f"{run.run_dir}: no LoRA file of a validated epoch (lowest validation loss at epoch "
+                            f"{overall.step}; LoRA files of epochs {', '.join(map(str, sorted(saved))) or 'none'})")
+    note = f"epoch {best.step}: lowest validation loss {best.value:.4g}"
+    if overall.step != best.step:
+        note += f" among the kept LoRA files (epoch {overall.step}, {overall.value:.4g}, was not kept)"
+    return best.step, note
+
+
 def lora_for_epoch(run: RunFacts, epoch: int | None) -> tuple[Path, int | None]:
     """(the LoRA file, its epoch). The last epoch's file has no suffix (kohya-interface.md §5)."""
     name, last = run.lora_name, run.train.get("max_train_epochs")
-    final = run.run_dir / f"{name}.safetensors"
-    numbered = {int(p.stem.rsplit("-", 1)[1]): p for p in run.run_dir.glob(f"{name}-[0-9][0-9][0-9][0-9][0-9][0-9]"
-                                                                          f".safetensors")}
+    final, numbered = _saved_loras(run)
     if epoch is None:
         if final.is_file():
             return final, last
@@ -133,14 +163,19 @@ class GenerationPlan:
     notes: tuple[str, ...]
 
 
-def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed: int = 0,
+def plan_generation(run_dir: Path, *, count: int, epoch: int | str | None = None, seed: int = 0,
                     balance: str | None = None, keep_hair: bool = False, cpu: bool = False, out: Path | None = None,
                     caption_template: Path | None = None, hash_lora: bool = True) -> GenerationPlan:
-    """Read the run, pick the LoRA, draw the items; nothing is written."""
+    """Read the run, pick the LoRA (`epoch` "best": the lowest validation loss), draw the items; nothing is
+    written."""
     from orchestrator.dataset.captions import CaptionSettings
     from orchestrator.generate.prompts import plan_items
 
     run = read_run(run_dir, need_train=True)
+    chosen = []
+    if epoch == BEST_EPOCH:
+        epoch, why = best_saved_epoch(run)
+        chosen.append(f"--epoch best: {why}")
     lora, epoch = lora_for_epoch(run, epoch)
     check_lora_file(lora)
     dataset = run.dataset
@@ -152,7 +187,7 @@ def plan_generation(run_dir: Path, *, count: int, epoch: int | None = None, seed
     if not manifest.is_file():
         raise MedsynthError(f"{manifest}: missing: the prompts come from the training manifest")
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    notes = recheck_build(dataset, record.split_file, record.split_sha256, record.test_fold)
+    notes = chosen + recheck_build(dataset, record.split_file, record.split_sha256, record.test_fold)
     trained_on = run.record.table("dataset").get("manifest_sha256")
     if trained_on and trained_on != digest:
         notes.append(f"warning: {manifest} changed since the run was trained (rebuilt dataset): prompts follow "

@@ -238,6 +238,8 @@ def _dataset_value_problem(key: str, value: Any, kinds: tuple[str, ...]) -> str 
         return f"must be at least 1, got {value}" + (" (sd-scripts would skip the subset)" if key == "num_repeats" else "")
     if key == "resolution" and min(value if isinstance(value, list) else [value]) < 1:
         return f"must be positive, got {value}"
+    if key == "validation_split" and not 0.0 <= value <= 1.0:
+        return f"must be between 0.0 and 1.0, got {value} (sd-scripts only logs a warning and holds out nothing)"
     if key == "image_dir" and not value.strip():
         return "must not be empty"
     return None

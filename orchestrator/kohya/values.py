@@ -176,5 +176,9 @@ _VALUE_CHECKS: dict[str, Callable[[Any, Contract], str | None]] = {
     "lr_scheduler": _scheduler,
     "sample_prompts": _prompt_file,
     "max_train_epochs": _positive,
+    # 0 is a modulo by zero at the first step or epoch end (train_network.py), or (max_validation_steps) no validation
+    "validate_every_n_epochs": _positive,
+    "validate_every_n_steps": _positive,
+    "max_validation_steps": _positive,
     **{name: _key_value(literal) for name, literal in KEY_VALUE_OPTIONS.items()},
 }

@@ -15,6 +15,7 @@ import numpy as np
 
 from orchestrator.review.grid import Grid
 from orchestrator.runs.tfevents import Point
+from orchestrator.runs.validation import TRAIN_EPOCH_TAG, VAL_EPOCH_TAG, VAL_STEP_TAG, best_epoch
 
 THUMB = 256
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -176,24 +177,34 @@ def _curves(runs: Mapping[str, Mapping[str, list[Point]]],
 
 def plot_loss(runs: Mapping[str, Mapping[str, list[Point]]], out: Path, *, show_current: bool) -> Curves | None:
     """loss/current and loss/average against the step, loss/epoch_average against the epoch (sd-scripts logs
-    it with step = epoch number). One line per run and tag; returns what was drawn, None if nothing."""
+    it with step = epoch number), validation loss beside each (dashed) with the epoch of the lowest validation
+    loss marked. One line per run and tag; returns what was drawn, None if nothing."""
     from matplotlib.figure import Figure
 
     drawn: Curves = {}
     fig = Figure(figsize=(10, 3.6))
     by_step, by_epoch = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     tags = ("loss/current", "loss/average") if show_current else ("loss/average",)
-    for label, tag, xs, ys in _curves(runs, (*tags, "loss/epoch_average")):
-        if tag == "loss/epoch_average":
-            by_epoch.plot(xs, ys, marker="o", label=label)
+    for label, tag, xs, ys in _curves(runs, (*tags, VAL_STEP_TAG, TRAIN_EPOCH_TAG, VAL_EPOCH_TAG)):
+        validation = tag in (VAL_STEP_TAG, VAL_EPOCH_TAG)
+        if tag in (TRAIN_EPOCH_TAG, VAL_EPOCH_TAG):
+            by_epoch.plot(xs, ys, marker="o", ls="--" if validation else "-", label=label)
         else:
             faint = tag == "loss/current"
-            by_step.plot(xs, ys, lw=0.8 if faint else 1.8, alpha=0.4 if faint else 1.0, label=label)
+            by_step.plot(xs, ys, lw=0.8 if faint else 1.8, alpha=0.4 if faint else 1.0, ls="--" if validation else "-",
+                         label=label)
         drawn[label] = (xs, ys)
     if not drawn:
         return None
+    for run, scalars in runs.items():
+        best = best_epoch(scalars)
+        if best is not None:
+            label = f"{run}: lowest validation loss" if len(runs) > 1 else "lowest validation loss"
+            by_epoch.plot([best.step], [best.value], marker="*", ms=14, ls="none", color="black",
+                          label=f"{label} (epoch {best.step})")
+            drawn[label] = ([best.step], [best.value])
     by_step.set(xlabel="step", ylabel="loss", title="loss per step")
-    by_epoch.set(xlabel="epoch", ylabel="loss", title="loss/epoch_average")
+    by_epoch.set(xlabel="epoch", ylabel="loss", title="loss per epoch (training, validation)")
     for axis in (by_step.xaxis, by_epoch.xaxis):
         axis.get_major_locator().set_params(integer=True)
     for ax in (by_step, by_epoch):

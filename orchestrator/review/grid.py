@@ -19,6 +19,7 @@ from orchestrator.review.read import (References, differing_settings, expected_c
                                       run_settings, sweep_listing)
 from orchestrator.runs.facts import RunFacts, read_run
 from orchestrator.runs.outputs import Column, Sample, find_samples, run_scalars
+from orchestrator.runs.validation import overfitting
 from orchestrator.runs.record import is_run_dir
 from orchestrator.runs.tfevents import Point
 
@@ -126,6 +127,9 @@ def review_run(run_dir: Path, *, references: int = 4) -> RunReview:
         notes.append("this run wrote no samples" if facts.status in ENDED else "no samples yet")
     if not scalars and facts.status in ENDED:
         notes.append("no TensorBoard events in logs/: sd-scripts writes them only where tensorboard is installed")
+    warning = overfitting(scalars)
+    if warning:
+        notes.append(warning)
     return RunReview(facts, columns, samples, refs, scalars, run_settings(facts, scalars), tuple(notes))
 
 

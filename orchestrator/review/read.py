@@ -20,6 +20,7 @@ from orchestrator.runs.outputs import Column
 from orchestrator.runs.record import is_run_dir, run_dirs_in
 from orchestrator.runs.sweep_record import SweepListing, is_sweep_record_dir, read_sweep_record
 from orchestrator.runs.tfevents import Point
+from orchestrator.runs.validation import best_epoch
 from orchestrator.dataset.age import age_band
 
 
@@ -105,6 +106,11 @@ def final_value(scalars: Mapping[str, list[Point]], tag: str) -> float | None:
     return points[-1].value if points else None
 
 
+def _best_text(best: Point | None) -> str:
+    return "- (none logged)" if best is None else \
+        f"{best.value:.4g} at epoch {best.step}"
+
+
 def _batch_text(batch: Any, explanation: str | None) -> str:
     """run.json's explanation already starts with the size ("12 (H200 tier ...)"); else add it in brackets."""
     if explanation and str(explanation).startswith(str(batch)):
@@ -146,6 +152,7 @@ def run_settings(facts: RunFacts, scalars: Mapping[str, list[Point]]) -> tuple[t
                     f"{_fmt(cfg.get('sample_steps'))} steps, CFG {_fmt(cfg.get('sample_cfg_scale'))}"),
         ("final loss (average)", _fmt(final_value(scalars, "loss/average"))),
         ("last epoch average loss", _fmt(final_value(scalars, "loss/epoch_average"))),
+        ("lowest validation loss", _best_text(best_epoch(scalars))),
         ("LoRA files", ", ".join(loras) or "-"),
         ("created", _fmt(r.get("created_at"))),
     ]

@@ -139,6 +139,7 @@ def write_sweep_review(review: SweepReview, out: Path, *, progress: bool = False
         runs.append({"name": entry.name, "status": entry.status,
                      "params": {k: _short(v) for k, v in entry.params.items()},
                      "final_loss": settings.get("final loss (average)", "-"),
+                     "best_validation": settings.get("lowest validation loss", "-"),
                      "lr": settings.get("learning rate", "-"), "optimizer": settings.get("optimizer", "-"),
                      "scheduler": settings.get("scheduler", "-"),
                      "review": _url(own, out) if own.is_file() else None, "path": _url(entry.path, out)})

@@ -85,6 +85,12 @@ class TrainConfig:
     bucket_no_upscale: bool = False
     flip_aug: bool = False
     shuffle_caption: bool = False
+    # --- validation loss (sd-scripts' docs/validation.md): a share of the images held out, by image
+    validation_split: float = 0.0                  # 0: no validation; rendered into dataset.toml [general]
+    validation_seed: int | None = None             # None: the run's seed (which images are held out, and the noise)
+    validate_every_n_epochs: int | None = None     # None: every epoch
+    validate_every_n_steps: int | None = None      # also every N steps (loss/validation/step_average)
+    max_validation_steps: int | None = None        # None: all validation batches
     # --- speed knobs (rendered only when set; names checked against sd-scripts' parser)
     max_data_loader_n_workers: int | None = None
     persistent_data_loader_workers: bool = False
@@ -130,7 +136,9 @@ MEDSYNTH_ONLY = frozenset({
 # rendered into dataset.toml (templates/dataset.toml.j2, under the same names), not train.toml
 DATASET_TOML_FIELDS = frozenset({
     "enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "flip_aug",
-    "shuffle_caption"})
+    "shuffle_caption", "validation_split"})
+# train.toml keys that do something only when images are held out (validation_split > 0)
+VALIDATION_FIELDS = ("validation_seed", "validate_every_n_epochs", "validate_every_n_steps", "max_validation_steps")
 # rendered into every line of sample_prompts.txt (templates/sample_prompts.txt.j2), as the prompt option they set
 SAMPLE_PROMPT_FIELDS = {"sample_width": "width", "sample_height": "height", "sample_cfg_scale": "cfg_scale",
                         "sample_steps": "steps", "negative_prompt": "negative_prompt"}
@@ -296,8 +304,25 @@ def check_config(cfg: TrainConfig) -> None:
         for key, unset in (("dynamo_backend", None), ("dynamo_mode", None), ("dynamo_dynamic", False)):
             if getattr(cfg, key) != unset:
                 raise MedsynthError(f"'{key}' takes effect only with torch_compile = true (set it, or drop '{key}')")
+    _check_validation(cfg)
     if cfg.sample_prompts and cfg.sample_prompts_file is not None:
         raise MedsynthError("set either 'sample_prompts' or 'sample_prompts_file', not both")
+
+
+def _check_validation(cfg: TrainConfig) -> None:
+    if not 0 <= cfg.validation_split < 1:  # sd-scripts only warns outside [0, 1] and 1 leaves nothing to train on
+        raise MedsynthError(f"'validation_split' must be at least 0 and below 1 (the share of images held out), "
+                            f"got {cfg.validation_split}")
+    for key in ("validate_every_n_epochs", "validate_every_n_steps", "max_validation_steps"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise MedsynthError(f"'{key}' must be >= 1, got {getattr(cfg, key)}")
+    if cfg.validation_seed is not None and not 0 <= cfg.validation_seed < 2**32:
+        raise MedsynthError(f"'validation_seed' must be between 0 and {2**32 - 1}, got {cfg.validation_seed}")
+    if cfg.validation_split == 0:  # sd-scripts builds no validation set: these would do nothing
+        for key in VALIDATION_FIELDS:
+            if getattr(cfg, key) is not None:
+                raise MedsynthError(f"'{key}' takes effect only with validation_split > 0 (set it, e.g. "
+                                    f"validation_split=0.1, or drop '{key}')")
 
 
 def config_as_dict(cfg: TrainConfig) -> dict[str, Any]:

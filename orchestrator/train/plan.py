@@ -71,6 +71,10 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     """Resolve the derived values and render the three files."""
     run_dir = (cfg.runs_dir / check_run_name(name)).resolve()
     sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
+    if cfg.validation_split and not sched.validation_images:
+        raise MedsynthError(f"validation_split {cfg.validation_split} of {dataset.images} images holds out none "
+                            f"(sd-scripts rounds {dataset.images} × {cfg.validation_split} to 0): raise it, or "
+                            f"set validation_split=0.0")
     output_name = cfg.output_name or f"{dataset.class_name}_lora"
     resolution = training_resolution(cfg, dataset)
     prompts = tuple(sample_prompts(dataset.manifest, count=cfg.num_sample_prompts, base_seed=cfg.sample_seed,
@@ -88,6 +92,10 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
         sample_prompts=run_dir / "sample_prompts.txt",
         sample_every_n_epochs=cfg.sample_every_n_epochs or cfg.save_every_n_epochs,
         logging_dir=cfg.logging_dir.resolve() if cfg.logging_dir else run_dir / "logs",
+        # rendered whenever images are held out: sd-scripts seeds the split with it (the dataset's validation_seed
+        # falls back to this option), not with whatever state the global RNG is in when the dataset is built
+        validation_seed=(cfg.validation_seed if cfg.validation_seed is not None else cfg.seed)
+        if cfg.validation_split else None,
     )
     # the settings config.py declares at home in dataset.toml and sample_prompts.txt, plus what the dataset and
     # the schedule decide
@@ -156,6 +164,18 @@ def batch_warnings(plan: RunPlan, gpus: Sequence[Gpu] | None) -> list[str]:
         return []
     return [f"warning: batch {plan.batch.train_batch_size} is above the {tier.train_batch_size} the preset's tiers "
             f"give {gib:.0f} GiB: it may run out of GPU memory"]
+
+
+def validation_warnings(plan: RunPlan) -> list[str]:
+    """sd-scripts (48d368fa) holds out images at random: it takes no list of validation images and no
+    validation_split per subset, so a dataset split by patient for the benchmark is still split by image here."""
+    kind = plan.dataset.group_kind
+    if not plan.schedule.validation_images or kind in (None, "image"):
+        return []
+    unit = kind.replace("+", " or ")  # a build may have grouped by several kinds (orchestrator.dataset.split)
+    return [f"warning: validation_split holds out images at random, not by {unit} as the dataset's benchmark split "
+            f"does (sd-scripts takes no list of validation images): one {unit}'s images can be on both sides, so "
+            f"the validation loss may read lower than on unseen {unit}s"]
 
 
 def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],

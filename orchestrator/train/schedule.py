@@ -1,4 +1,5 @@
-"""The step arithmetic of a run: steps per epoch, warmup and the effective learning rate (docs/training.md)."""
+"""The step arithmetic of a run: the validation split, steps per epoch, warmup and the effective learning rate
+(docs/training.md)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ from dataclasses import dataclass
 
 from orchestrator.train.config import TrainConfig
 
+NUM_VALIDATION_TIMESTEPS = 4  # sd-scripts runs every validation batch at 4 fixed timesteps (train_network.py)
+
+
+def split_counts(images: int, validation_split: float) -> tuple[int, int]:
+    """(training, validation) images of one subset as sd-scripts splits it (train_util.split_train_val): a seeded
+    shuffle, the first ceil(n × (1 − split)) train, the last round(n × split) validate. Written as sd-scripts
+    writes it so the float rounding agrees; Python's round halves to even, so the two can share an image."""
+    if validation_split <= 0:
+        return images, 0
+    return math.ceil(images * (1 - validation_split)), round(images * validation_split)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The step arithmetic of a run, as printed by --dry-run and stored in run.json."""
 
-    images: int
+    images: int                    # training images (after the validation split)
     repeats: int
     batch_size: int
     num_processes: int
@@ -22,6 +35,10 @@ class Schedule:
     warmup_steps: int
     learning_rate: float
     lr_note: str
+    validation_images: int = 0     # held out; repeats do not apply to them
+    validation_overlap: int = 0    # images both trained on and held out (sd-scripts' rounding)
+    validation_batches: int = 0    # per validation run, after max_validation_steps
+    validation_every: str = ""     # when sd-scripts validates
 
     def describe(self) -> str:
         per = f"{self.batch_size}" + (f" × {self.num_processes} processes" if self.num_processes > 1 else "") \
@@ -29,7 +46,7 @@ class Schedule:
         images = self.warmup_steps * self.batch_size * self.gradient_accumulation_steps
         unit = "steps" if self.num_processes == 1 else \
             f"scheduler steps (sd-scripts steps the scheduler {self.num_processes}× per optimizer step)"
-        return "\n".join([
+        lines = [
             f"steps: {self.images} images × {self.repeats} repeats ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
             f" × {self.epochs} epochs = {self.total_steps} steps"
             " (bucketing can add up to one partial batch per bucket and epoch)",
@@ -37,11 +54,30 @@ class Schedule:
             + ("  WARNING: warmup is not shorter than the run"
                if self.warmup_steps >= self.total_steps * self.num_processes else ""),
             f"learning rate: {self.learning_rate:.3g} ({self.lr_note})",
-        ])
+        ]
+        if self.validation_images:
+            before = self.images + self.validation_images - self.validation_overlap
+            lines.append(f"validation: {self.validation_images} of {before} images held out by image (not by patient), "
+                         f"{self.validation_batches} batches × {NUM_VALIDATION_TIMESTEPS} timesteps "
+                         f"{self.validation_every}"
+                         + (f"  WARNING: {self.validation_overlap} image(s) also trained on (sd-scripts rounds "
+                            f"the two shares separately)" if self.validation_overlap else ""))
+        return "\n".join(lines)
+
+
+def _validation_every(cfg: TrainConfig, total_steps: int) -> str:
+    epochs = cfg.validate_every_n_epochs or 1
+    text = "every epoch" if epochs == 1 else f"every {epochs} epochs"
+    if epochs > cfg.max_train_epochs:
+        text = f"never at epoch end (validate_every_n_epochs {epochs} > {cfg.max_train_epochs} epochs)"
+    if cfg.validate_every_n_steps:
+        text += f", and every {cfg.validate_every_n_steps} steps ({total_steps // cfg.validate_every_n_steps} times)"
+    return text
 
 
 def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int = 1) -> Schedule:
-    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config.
+    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config; `images` is the
+    dataset's count before the validation split.
 
     Rules (docs/training.md): epochs count images seen, so they do not change with the batch; warmup is
     counted in images (lr_warmup_images) unless lr_warmup_steps is set; the learning rate is given at
@@ -50,8 +86,9 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     optimizer step (num_training_steps = max_train_steps × num_processes), so the processes cancel out.
     """
     batch = int(cfg.train_batch_size)
+    train_images, held_out = split_counts(images, cfg.validation_split)
     effective = batch * num_processes * cfg.gradient_accumulation_steps
-    per_epoch = max(1, math.ceil(images * repeats / effective))
+    per_epoch = max(1, math.ceil(train_images * repeats / effective))
     total = per_epoch * cfg.max_train_epochs
     if cfg.lr_warmup_steps is not None:
         warmup = cfg.lr_warmup_steps
@@ -64,5 +101,11 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     lr = cfg.learning_rate * factor
     note = (f"{cfg.learning_rate:.3g} at batch {cfg.reference_batch_size}, {cfg.lr_scaling} scaling to {effective}"
             if cfg.lr_scaling != "none" else "not scaled with the batch")
-    return Schedule(images, repeats, batch, num_processes, cfg.gradient_accumulation_steps, cfg.max_train_epochs,
-                    per_epoch, total, warmup, lr, note)
+    # the validation set is batched like the training set (one repeat); accelerate shares its batches out
+    val_batches = math.ceil(math.ceil(held_out / batch) / num_processes)
+    if cfg.max_validation_steps is not None:
+        val_batches = min(val_batches, cfg.max_validation_steps)
+    return Schedule(train_images, repeats, batch, num_processes, cfg.gradient_accumulation_steps,
+                    cfg.max_train_epochs, per_epoch, total, warmup, lr, note, held_out,
+                    max(0, train_images + held_out - images), val_batches,
+                    _validation_every(cfg, total) if held_out else "")

@@ -71,7 +71,8 @@ def run_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("e2e_runs")
     settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
                 "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
-                "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2}
+                "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2,
+                "validation_split": 0.5}  # one image trains, one is held out for validation loss
     argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "e2e",
             "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
     for key, value in settings.items():

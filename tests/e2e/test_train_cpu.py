@@ -1,6 +1,6 @@
 """End to end on the CPU (`make e2e`; not in the default run): the real `medsynth train` path, with sd-scripts,
 on a randomly initialised SDXL of the real architecture and offline tokenizers, for 2 epochs at 256 px on two
-demo images (fixtures in tests/e2e/conftest.py).
+demo images, one of them held out for validation loss (fixtures in tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -57,3 +57,18 @@ def test_run_record_says_finished_with_the_resolved_settings(run_dir):
     assert record["status"] == "finished"
     assert record["config"]["network_dim"] == DIM and record["config"]["max_train_epochs"] == EPOCHS
     assert (run_dir / "train.log").stat().st_size > 0
+
+
+def test_validation_loss_is_logged_every_epoch_on_the_held_out_image(run_dir):
+    import math
+
+    from orchestrator.runs.outputs import run_scalars
+    from orchestrator.runs.validation import VAL_EPOCH_TAG, best_epoch
+
+    scalars = run_scalars(run_dir)
+    points = scalars.get(VAL_EPOCH_TAG, [])
+    assert [p.step for p in points] == list(range(1, EPOCHS + 1)), sorted(scalars)
+    assert all(math.isfinite(p.value) for p in points)
+    assert best_epoch(scalars).step in range(1, EPOCHS + 1)
+    metadata, _ = _lora(run_dir / f"{OUTPUT_NAME}.safetensors")
+    assert metadata["ss_num_validation_images"] == "1"  # of the two demo images (validation_split 0.5)
