@@ -85,6 +85,7 @@ class TrainConfig:
     bucket_no_upscale: bool = False
     flip_aug: bool = False
     shuffle_caption: bool = False
+    masked_loss: bool = False                      # loss only inside the dataset's masks (dataset build --masks)
     # --- speed knobs (rendered only when set; names checked against sd-scripts' parser)
     max_data_loader_n_workers: int | None = None
     persistent_data_loader_workers: bool = False

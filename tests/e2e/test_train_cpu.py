@@ -57,3 +57,9 @@ def test_run_record_says_finished_with_the_resolved_settings(run_dir):
     assert record["status"] == "finished"
     assert record["config"]["network_dim"] == DIM and record["config"]["max_train_epochs"] == EPOCHS
     assert (run_dir / "train.log").stat().st_size > 0
+
+
+def test_the_run_trains_with_the_datasets_loss_masks(run_dir):
+    log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "alpha_mask: True" in log   # sd-scripts' own listing of the subset it built
+    assert "masked_loss = true" in (run_dir / "train.toml").read_text(encoding="utf-8")
