@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import toml
 from kohya_samples import DATASET_TOML, PROMPTS, TRAIN_TOML, dataset, edited, train
+from mask_helpers import build_demo
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.kohya import lycoris_args as lycoris
@@ -136,6 +137,12 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
         plan = _default_preset_plan(folder / f"tier{gib}", gib)
         cases[f"tier:{gib}"] = {"train": _text(folder / f"t_tier{gib}.toml", plan.files["train.toml"]),
                                 "dataset": _text(folder / f"d_tier{gib}.toml", plan.files["dataset.toml"])}
+    masked = _default_preset_plan(folder / "masked", 139.8, sets=["masked_loss=true"],
+                                  dataset=build_demo(folder / "masked" / "ds", masks="auto").out)
+    cases["masked"] = {"train": _text(folder / "t_masked.toml", masked.files["train.toml"]),
+                       "dataset": _text(folder / "d_masked.toml", masked.files["dataset.toml"])}
+    cases["masked_without_alpha"] = {"train": folder / "t_masked.toml", "dataset": _write(
+        folder / "d_masked_without_alpha.toml", _without_alpha_mask(toml.loads(masked.files["dataset.toml"])))}
     results = run_sd_scripts_probe(list(cases.values()), sd_scripts_dir)
     return {**dict(zip(cases, results)), "_folder": folder, "_plans": plans}
 
@@ -153,7 +160,13 @@ def _text(path: Path, text: str) -> Path:
     return path
 
 
-def _default_preset_plan(root: Path, gib: float, sets: tuple[str, ...] = ()):
+def _without_alpha_mask(data: dict[str, Any]) -> dict[str, Any]:
+    del data["datasets"][0]["subsets"][0]["alpha_mask"]
+    return data
+
+
+def _default_preset_plan(root: Path, gib: float, *, sets: tuple[str, ...] | list[str] = (),
+                         dataset: Path | None = None):
     from train_helpers import make_dataset
 
     from orchestrator.train.settings import load_settings
@@ -161,7 +174,7 @@ def _default_preset_plan(root: Path, gib: float, sets: tuple[str, ...] = ()):
     from orchestrator.train.preflight import Gpu
 
     settings = load_settings(preset_name="default", cwd=root,
-                             options={"dataset": str(make_dataset(root / "ds")),
+                             options={"dataset": str(dataset or make_dataset(root / "ds")),
                                       "pretrained_model_name_or_path": str(root / "sdxl.safetensors")},
                              sets=[f"runs_dir={str(root / 'runs')!r}", *sets])
     return prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
@@ -350,3 +363,22 @@ def test_validation_split_above_one_is_skipped_silently_by_sd_scripts_and_refuse
     assert result["ok"] and result["dataset_group"]["validation_images"] == [], result
     with pytest.raises(MedsynthError, match=r"validation_split: must be between 0.0 and 1.0"):
         validate_dataset_config(edited(dataset(), "general.validation_split", 1.5), source="dataset.toml")
+
+
+def test_sd_scripts_accepts_masked_loss_with_the_alpha_masks_medsynth_renders(probe):
+    result = probe["masked"]
+    assert result["ok"], result
+    assert result["args"]["masked_loss"]["value"] is True
+    (ds,) = result["datasets"]
+    (subset,) = ds["subsets"]
+    assert subset["alpha_mask"] is True and "conditioning_data_dir" not in subset   # a DreamBooth subset
+    assert result["dataset_group"]["images"] == [20]
+
+
+def test_masked_loss_without_masks_passes_sd_scripts_silently_and_medsynth_refuses_it(probe):
+    folder = probe["_folder"]
+    assert probe["masked_without_alpha"]["ok"], probe["masked_without_alpha"]
+    with pytest.raises(MedsynthError, match="would train it without a mask"):
+        check_combinations(toml.loads((folder / "t_masked.toml").read_text(encoding="utf-8")),
+                           toml.loads((folder / "d_masked_without_alpha.toml").read_text(encoding="utf-8")),
+                           source="")

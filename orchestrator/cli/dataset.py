@@ -59,12 +59,20 @@ def dataset() -> None:
 @click.option("--test-fold", type=click.IntRange(min=0),
               help="The fold of --split held out for testing (numbered from 0): none of its patients' images "
                    "are built.")
+@click.option("--masks", metavar="auto|DIR",
+              help="Loss masks as each training image's alpha channel (the images become RGBA .png) for "
+                   "'medsynth train --set masked_loss=true': 'auto' = the lesion segmentation medsynth computes, "
+                   "or a folder of masks named <image_id>_segmentation.png (ISIC 2018 Task 1) or <image_id>.png; "
+                   "an image without a usable mask is skipped with the reason (--strict: an error).")
+@click.option("--mask-margin", type=float,
+              help="Widen each mask by this share of the image's long side (default 0.05).")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@settings_as_flags(strict="--strict", split_file="--split", test_fold="--test-fold")
+@settings_as_flags(strict="--strict", split_file="--split", test_fold="--test-fold", masks="--masks",
+                   mask_margin="--mask-margin")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
                   resolution, resize, trigger, caption_template, workers, strict, skin_tone, split_file, test_fold,
-                  dry_run, quiet) -> None:
+                  masks, mask_margin, dry_run, quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
     from orchestrator.dataset.build import build_from_options
     from orchestrator.dataset.report import format_report
@@ -78,6 +86,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
         "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
         "workers": workers, "strict": strict, "skin_tone": skin_tone,
         "split_file": str(split_file) if split_file else None, "test_fold": test_fold,
+        "masks": masks, "mask_margin": mask_margin,
     }
     result = build_from_options(config=config_path, options=options, cwd=Path.cwd(), dry_run=dry_run,
                                 progress=not quiet, warn=lambda line: click.echo(line, err=True))

@@ -1,7 +1,7 @@
 """Build the kohya training folder: select → image stage → captions → files, swapped into place atomically.
 
 <out>/
-  train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption
+  train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption   (.png with the loss mask as alpha: --masks)
   manifest.csv       one row per selected image (skipped ones too, with the reason; its fold with a split)
   dataset.json       the settings and counts that `medsynth train` reads (orchestrator.dataset.record)
   report.txt, report.png
@@ -29,6 +29,7 @@ from orchestrator.dataset.settings import DatasetSettings, load_settings, select
 from orchestrator.common.errors import MedsynthError, stop_signals_raise
 from orchestrator.dataset.images import ImageJob, ImageResult, process_images
 from orchestrator.dataset.ingest import read_metadata
+from orchestrator.dataset.masks import add_masks, check_masks_setting
 from orchestrator.dataset.outfolder import building, checked_out, swap_into_place
 from orchestrator.dataset.record import DatasetRecord, has_record, read_record, write_record
 from orchestrator.dataset.report import DatasetReport, summarise, write_report
@@ -88,6 +89,8 @@ def _previous_outputs(out: Path, resolution: int | None) -> dict[str, Path]:
     except (MedsynthError, OSError, ValueError, pd.errors.ParserError):
         return {}  # an unreadable earlier build is simply not reused
     if built.resolution != resolution or "sha256" not in old or "output_path" not in old:
+        return {}
+    if built.masks is not None:  # its images carry their masks (PNG, RGBA): the image stage writes plain ones
         return {}
     ok = old[(old["status"] == "ok") & (old["sha256"] != "")]
     return {sha: out / rel for sha, rel in zip(ok["sha256"], ok["output_path"]) if (out / rel).is_file()}
@@ -179,6 +182,7 @@ def _plan(settings: DatasetSettings) -> _Plan:
             raise MedsynthError(f"{folder}: cannot read the image folder: {exc.strerror or exc}") from exc
         if not is_dir:
             raise MedsynthError(f"{folder}: is not a folder")
+    check_masks_setting(settings.masks, settings.images)
     try:
         table = read_metadata(list(settings.csv), settings.format)
     except OSError as exc:  # a link loop, no permission, an I/O error: one line naming the file
@@ -260,13 +264,16 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
     # the cache sits beside the dataset, outside the swapped folder, so it outlives interrupted builds
     results_by_id = {r.image_id: r for r in process_images(
         jobs, workers=settings.workers, cache_path=out.parent / CACHE_NAME, progress=progress)}
-    results = [results_by_id.get(i) for i in selected["image_id"]]
-
     failed = [(i, r.error) for i, r in results_by_id.items() if r.error]
     if settings.strict and failed:
         image_id, reason = failed[0]
         row = selected[selected["image_id"] == image_id].iloc[0]
         raise MedsynthError(f"{row['source_file']}:{row['source_line']}: image {sources[image_id]}: {reason} (strict)")
+    if settings.masks is not None:
+        results_by_id = add_masks(results_by_id, output_paths, tmp, masks=settings.masks,
+                                  margin=settings.mask_margin, workers=settings.workers, strict=settings.strict,
+                                  progress=progress)
+    results = [results_by_id.get(i) for i in selected["image_id"]]
 
     ok_mask = [r is not None and r.error is None for r in results]
     ok_rows = selected[ok_mask].reset_index(drop=True)
@@ -297,7 +304,8 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         caption_template=str(settings.caption_template), site_map=dict(settings.site_map),
         **({} if plan.split is None else {"split_sha256": plan.split.sha256, "test_fold": settings.test_fold,
                                           "group_kind": plan.split.group_kind,
-                                          "split_file": str(Path(settings.split_file).resolve())})))
+                                          "split_file": str(Path(settings.split_file).resolve())}),
+        **({} if settings.masks is None else {"masks": settings.masks, "mask_margin": settings.mask_margin})))
     swap_into_place(tmp, out)
     return BuildResult(settings, out, len(selected), written, len(rows) - written, reused, report, dry_run=False,
                        duplicates=plan.duplicates, missing=len(missing))

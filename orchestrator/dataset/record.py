@@ -42,6 +42,10 @@ class DatasetRecord:
     group_kind: str | None = None   # patient, lesion, image, or several joined by "+"
     # where that split file was, so training and generation can re-check the manifest against it (later builds)
     split_file: str | None = None
+    # the loss masks in the images' alpha channel (orchestrator.dataset.masks): "auto" or the user's mask folder,
+    # and their margin; None: built without masks
+    masks: str | None = None
+    mask_margin: float | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -55,9 +59,11 @@ _TYPES: FieldTypes = {
     "caption_template": ((str, type(None)), "a string or null"), "site_map": ((dict,), "an object"),
     "split_sha256": ((str, type(None)), "a string or null"), "test_fold": ((int, type(None)), "an integer or null"),
     "group_kind": ((str, type(None)), "a string or null"), "split_file": ((str, type(None)), "a string or null"),
+    "masks": ((str, type(None)), "a string or null"), "mask_margin": ((float, type(None)), "a number or null"),
 }
 # builds before these were recorded have none of them
-_OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind", "split_file")
+_OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind", "split_file", "masks",
+             "mask_margin")
 
 
 def has_record(folder: Path) -> bool:
@@ -98,6 +104,7 @@ class DatasetInfo:
     caption_extension: str
     manifest: Path
     manifest_sha256: str
+    masks: str | None = None        # the images carry loss masks as alpha ("auto" or the mask folder)
     notes: tuple[str, ...] = ()     # warnings for the reader to show (a split that can no longer be re-checked)
     group_kind: str | None = None   # what the build's benchmark split grouped by (patient, lesion, ...); None: none
 
@@ -114,7 +121,7 @@ def read_dataset(path: Path) -> DatasetInfo:
                        resolution=record.resolution, image_dir=(path / record.image_dir).resolve(),
                        images=record.images, trigger=record.trigger, caption_extension=record.caption_extension,
                        manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256,
-                       notes=notes, group_kind=record.group_kind)
+                       masks=record.masks, notes=notes, group_kind=record.group_kind)
     if not info.image_dir.is_dir():
         raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
     found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))

@@ -52,6 +52,10 @@ class DatasetSettings:
     # a split file (orchestrator.dataset.split) and its fold held out for testing: the build leaves out its images
     split_file: Path | None = None
     test_fold: int | None = None
+    # loss masks (orchestrator.dataset.masks): "auto" (the lesion segmentation), a folder of the user's masks
+    # (absolute), or None; widened by mask_margin of the image's long side
+    masks: str | None = None
+    mask_margin: float = 0.05
 
     def __post_init__(self) -> None:
         check_selection(self)  # here, so that building from settings made in code refuses it too
@@ -91,6 +95,10 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
             if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v for v in items):
                 raise MedsynthError(f"{source}: 'diagnoses' must be a list of diagnosis names")
             out[key] = tuple(items)
+        elif key == "masks":
+            if not isinstance(value, str) or not value:
+                raise MedsynthError(f"{source}: 'masks' must be \"auto\" or a folder of masks, got {value!r}")
+            out[key] = value if value == "auto" else str(_as_path(value, key, base, source))
         elif key == "site_map":
             if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
                 raise MedsynthError(f"{source}: 'site_map' must be a table of site = \"caption text\"")
@@ -100,13 +108,15 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
             expected = _NONE_DEFAULT_TYPES.get(key) or type(getattr(_DEFAULTS, key))
             if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise MedsynthError(f"{source}: '{key}' must be an integer, got {value!r}")
+            if expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise MedsynthError(f"{source}: '{key}' must be a number, got {value!r}")
             if expected is bool and not isinstance(value, bool):
                 raise MedsynthError(f"{source}: '{key}' must be true or false, got {value!r}")
             if expected is str and not isinstance(value, str):
                 raise MedsynthError(f"{source}: '{key}' must be a string, got {value!r}")
             if key == "format" and value not in FORMATS:
                 raise MedsynthError(f"{source}: 'format' must be one of {', '.join(FORMATS)}, got {value!r}")
-            out[key] = value
+            out[key] = float(value) if expected is float else value
     return out
 
 
@@ -152,6 +162,9 @@ def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
                             "or neither")
     if settings.test_fold is not None and settings.test_fold < 0:
         raise MedsynthError(f"'test_fold' must be >= 0, got {settings.test_fold}")
+    if not 0 <= settings.mask_margin <= 0.5:
+        raise MedsynthError(f"mask_margin must be between 0 and 0.5 (a share of the image's long side), got "
+                            f"{settings.mask_margin}")
     if settings.workers < 1:
         raise MedsynthError(f"'workers' must be >= 1, got {settings.workers}")
     if not settings.class_name or not settings.class_name.replace("_", "").replace("-", "").isalnum():

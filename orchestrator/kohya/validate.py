@@ -296,6 +296,7 @@ def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_n
     general = dataset.get("general", {})
     te_cache = next((k for k in ("cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk") if option(k)[0]), None)
     latent_cache = next((k for k in ("cache_latents", "cache_latents_to_disk") if option(k)[0]), None)
+    masked = option("masked_loss")[1] if option("masked_loss")[0] else None
     for i, ds in enumerate(dataset.get("datasets", [])):
         scope = [(ds, f"datasets[{i}]"), (general, "[general]")]
         resolution, _ = effective("resolution", *scope)
@@ -310,6 +311,11 @@ def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_n
                                  effective("max_bucket_reso", *scope), f"{prefix}{dataset_name} datasets[{i}]")
         for j, subset in enumerate(ds.get("subsets", [])):
             subset_scope = [(subset, f"datasets[{i}].subsets[{j}]"), *scope]
+            # train_network.py:471 with neither: apply_masked_loss returns the loss unmasked, without a word
+            if masked and not effective("alpha_mask", *subset_scope)[0] and "conditioning_data_dir" not in subset:
+                raise MedsynthError(f"{prefix}{dataset_name} datasets[{i}].subsets[{j}]: {masked} = true but the "
+                                    f"subset has neither alpha_mask = true nor conditioning_data_dir: sd-scripts "
+                                    f"would train it without a mask")
             conflicts = ([(te_cache, k) for k in ("shuffle_caption", "caption_dropout_rate",
                                                   "caption_tag_dropout_rate", "token_warmup_step")] if te_cache else [])
             conflicts += [(latent_cache, k) for k in ("color_aug", "random_crop")] if latent_cache else []

@@ -93,6 +93,27 @@ def _empty_cell(size: int, text: str) -> np.ndarray:
     return cell
 
 
+def mask_strip(images: Sequence[Path], out: Path, *, cell: int = 192) -> int:
+    """One row of training images with their loss mask (the alpha channel) drawn over them: outside the mask
+    dimmed, its outline in green. Returns how many images were drawn; with none, no file is written."""
+    tiles = []
+    for path in images:
+        rgba = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
+            continue
+        inside = rgba[..., 3] > 127
+        shown = rgba[..., :3].copy()
+        shown[~inside] = (shown[~inside] * 0.35).astype(np.uint8)
+        contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(shown, contours, -1, (60, 220, 60), max(1, round(max(shown.shape[:2]) / cell)), cv2.LINE_AA)
+        tiles.append(_fit(shown, cell))
+    if tiles:
+        gap = np.full((cell, 4, 3), _BG, np.uint8)
+        write_image(out, np.hstack([part for tile in tiles for part in (tile, gap)][:-1]),
+                    (cv2.IMWRITE_JPEG_QUALITY, 88))
+    return len(tiles)
+
+
 @dataclass(frozen=True)
 class Sheet:
     width: int

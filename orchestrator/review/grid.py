@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.common.errors import MedsynthError
-from orchestrator.review.read import (References, differing_settings, expected_columns, read_references,
-                                      run_settings, sweep_listing)
+from orchestrator.review.read import (References, differing_settings, expected_columns, read_masked_images,
+                                      read_references, run_settings, sweep_listing)
 from orchestrator.runs.facts import RunFacts, read_run
 from orchestrator.runs.outputs import Column, Sample, find_samples, run_scalars
 from orchestrator.runs.validation import overfitting
@@ -26,6 +26,7 @@ from orchestrator.runs.tfevents import Point
 # statuses of a run that will write no more samples (run.json's, or sweep.json's for a run not started);
 # "killed": run.json still says running, but the medsynth process that marked it is gone (SIGKILL, a crash)
 ENDED = ("finished", "failed", "interrupted", "skipped", "error", "killed")
+MASKS_SHOWN = 6   # training images shown with their loss mask on a masked_loss run's page
 _NOT_A_RUN_HINT = "give runs/<name>/ or a sweep folder (sweep.json, or run folders inside)"
 
 
@@ -69,6 +70,7 @@ class RunReview:
     scalars: Mapping[str, list[Point]]
     settings: tuple[tuple[str, str], ...]
     notes: tuple[str, ...] = field(default=())
+    masked: tuple[Path, ...] = ()          # training images whose loss mask the page shows (masked_loss runs)
 
     def cell(self, column: Column, prompt_index: int) -> Cell:
         sample = self.samples.get((column, prompt_index))
@@ -117,8 +119,10 @@ def review_run(run_dir: Path, *, references: int = 4) -> RunReview:
     notes = []
     dataset_path = facts.record.table("dataset").get("path")
     refs: dict[int, References] = {}
+    masked: tuple[Path, ...] = ()
     if dataset_path and Path(dataset_path).is_dir():
         refs = read_references(Path(dataset_path), facts.prompts, references) if references > 0 else {}
+        masked = read_masked_images(Path(dataset_path), MASKS_SHOWN) if facts.train.get("masked_loss") else ()
     elif references > 0:
         notes.append(f"training images not shown: the run's dataset {dataset_path or '(not recorded)'} is not here")
     logging_dir = facts.train.get("logging_dir")
@@ -130,7 +134,7 @@ def review_run(run_dir: Path, *, references: int = 4) -> RunReview:
     warning = overfitting(scalars)
     if warning:
         notes.append(warning)
-    return RunReview(facts, columns, samples, refs, scalars, run_settings(facts, scalars), tuple(notes))
+    return RunReview(facts, columns, samples, refs, scalars, run_settings(facts, scalars), tuple(notes), masked)
 
 
 # ----------------------------------------------------------------------------------------------- a sweep

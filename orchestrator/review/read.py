@@ -91,6 +91,18 @@ def read_references(dataset_dir: Path, prompts: Sequence[Prompt], per_prompt: in
     return out
 
 
+def read_masked_images(dataset_dir: Path, count: int) -> tuple[Path, ...]:
+    """The first `count` training images (by image id) that carry a loss mask as alpha: the PNGs of a dataset
+    built with --masks (orchestrator.dataset.masks)."""
+    try:
+        with (dataset_dir / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("status") == "ok"
+                    and (r.get("output_path") or "").endswith(".png")]
+    except OSError:
+        return ()
+    return tuple(dataset_dir / r["output_path"] for r in sorted(rows, key=lambda r: r["image_id"])[:count])
+
+
 def _fmt(value: Any) -> str:
     if value is None or value == "" or value == []:
         return "-"

@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from orchestrator.common.htmlpage import write_page
 from orchestrator.review.grid import Grid, RunReview, SweepReview
-from orchestrator.review.draw import Sheet, contact_sheet, plot_loss, plot_lr, thumbnail
+from orchestrator.review.draw import Sheet, contact_sheet, mask_strip, plot_loss, plot_lr, thumbnail
 from orchestrator.runs.outputs import Column
 
 ASSETS = "review_files"
-HTML, SHEET = "review.html", "contact_sheet.png"
+HTML, SHEET, MASKS = "review.html", "contact_sheet.png", "masks.jpg"
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,15 @@ def _curves(runs: Mapping[str, Mapping[str, Any]], out: Path, *, show_current: b
     return shown
 
 
+def _masks(images: Sequence[Path], out: Path) -> dict[str, Any] | None:
+    """The strip of training images with their loss masks (a masked_loss run), or None."""
+    drawn = mask_strip(images, out / ASSETS / MASKS) if images else 0
+    if not drawn:
+        (out / ASSETS / MASKS).unlink(missing_ok=True)
+        return None
+    return {"src": f"{ASSETS}/{MASKS}", "count": drawn}
+
+
 def _finish(out: Path, grid: Grid, thumbs: _Thumbs, context: dict[str, Any], title: str) -> Written:
     sheet = contact_sheet(grid, thumbs.of, out / SHEET, title=title)
     write_page(out / HTML, "review.html.j2", context)
@@ -123,7 +132,7 @@ def write_run_review(review: RunReview, out: Path, *, columns: Sequence[Column],
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"), "notes": list(review.notes),
         "grid": _grid_view(grid, thumbs, out), "settings": review.settings, "runs": [], "param_keys": [],
         "curves": _curves({facts.name: review.scalars}, out, show_current=True),
-        "sheet": SHEET, "counts": _counts(grid),
+        "sheet": SHEET, "counts": _counts(grid), "masks": _masks(review.masked, out),
     }
     return _finish(out, grid, thumbs, context, f"{facts.name} ({facts.status})")
 
@@ -151,6 +160,7 @@ def write_sweep_review(review: SweepReview, out: Path, *, progress: bool = False
         "grid": _grid_view(review.grid, thumbs, out), "settings": (), "runs": runs,
         "param_keys": list(dict.fromkeys(k for run in runs for k in run["params"])),
         "curves": _curves(scalars, out, show_current=False), "sheet": SHEET, "counts": _counts(review.grid),
+        "masks": None,
     }
     return _finish(out, review.grid, thumbs, context, f"sweep {review.name} at {compared}")
 

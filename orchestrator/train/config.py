@@ -91,6 +91,7 @@ class TrainConfig:
     validate_every_n_epochs: int | None = None     # None: every epoch
     validate_every_n_steps: int | None = None      # also every N steps (loss/validation/step_average)
     max_validation_steps: int | None = None        # None: all validation batches
+    masked_loss: bool = False                      # loss only inside the dataset's masks (dataset build --masks)
     # --- speed knobs (rendered only when set; names checked against sd-scripts' parser)
     max_data_loader_n_workers: int | None = None
     persistent_data_loader_workers: bool = False

@@ -70,6 +70,9 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
              dataset: DatasetInfo, name: str, num_processes: int = 1) -> RunPlan:
     """Resolve the derived values and render the three files."""
     run_dir = (cfg.runs_dir / check_run_name(name)).resolve()
+    if cfg.masked_loss and dataset.masks is None:
+        raise MedsynthError(f"masked_loss = true needs loss masks, and the dataset {dataset.path} has none: rebuild "
+                            f"it with 'medsynth dataset build --masks auto' (or --masks DIR of your masks)")
     sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
     if cfg.validation_split and not sched.validation_images:
         raise MedsynthError(f"validation_split {cfg.validation_split} of {dataset.images} images holds out none "
@@ -101,7 +104,8 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     # the schedule decide
     d: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in DATASET_TOML_FIELDS}
     d.update(caption_extension=dataset.caption_extension, resolution=resolution, batch_size=sched.batch_size,
-             image_dir=dataset.image_dir, num_repeats=dataset.repeats, class_tokens=dataset.trigger)
+             image_dir=dataset.image_dir, num_repeats=dataset.repeats, class_tokens=dataset.trigger,
+             alpha_mask=cfg.masked_loss)   # the masks are the images' alpha channel (orchestrator.dataset.masks)
     s: dict[str, Any] = {option: getattr(cfg, name_) for name_, option in SAMPLE_PROMPT_FIELDS.items()}
     s["sampler"] = cfg.sample_sampler  # at home in train.toml (sd-scripts' default), repeated on every prompt line
     files = {

@@ -152,6 +152,28 @@ def lesion_mask(bgr: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
     return _fill_holes(labels == 1 + int(np.argmax(score)))
 
 
+def widened(mask: np.ndarray, margin: float) -> np.ndarray:
+    """The boolean mask grown by `margin` of its long side (a disc), so a loss mask keeps the lesion's rim and
+    survives sd-scripts' 1/8 downscale to the latents."""
+    radius = round(margin * max(mask.shape))
+    if radius < 1:
+        return mask.astype(bool)
+    return cv2.dilate(mask.astype(np.uint8), _disc(radius)).astype(bool)
+
+
+def lesion_region(bgr: np.ndarray, margin: float) -> np.ndarray:
+    """Boolean mask, at bgr's own size, of the lesion (lesion_mask at ANALYSIS_SIZE) widened by `margin` of the
+    long side and kept inside the field of view (the vignette is no skin); all False when no lesion is found."""
+    small = analysis_image(bgr)
+    fov = field_of_view(small)
+    lesion = lesion_mask(small, fov)
+    if lesion.sum() < 16:  # as lesion_features: a few pixels are no lesion
+        return np.zeros(bgr.shape[:2], bool)
+    region = (widened(lesion, margin) & fov).astype(np.float32)
+    h, w = bgr.shape[:2]
+    return cv2.resize(region, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     filled = np.zeros(mask.shape, np.uint8)

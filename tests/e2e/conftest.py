@@ -52,7 +52,7 @@ def tokenizer_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
-    """Two demo melanoma images at 256 px, built by `medsynth dataset build`."""
+    """Two demo melanoma images at 256 px with their automatic loss masks, built by `medsynth dataset build`."""
     work = tmp_path_factory.mktemp("e2e_data")
     with open(DEMO_DIR / "metadata.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -61,7 +61,8 @@ def dataset(tmp_path_factory) -> Path:
         writer.writeheader()
         writer.writerows([r for r in rows if r["diagnosis"] == "melanoma"][:2])
     run_checked([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(work / "metadata.csv"),
-          "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES), "--quiet"],
+          "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES),
+          "--masks", "auto", "--quiet"],
          timeout=300)
     return work / "ds"
 
@@ -72,7 +73,8 @@ def run_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
     settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
                 "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
                 "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2,
-                "validation_split": 0.5}  # one image trains, one is held out for validation loss
+                "validation_split": 0.5,  # one image trains, one is held out for validation loss
+                "masked_loss": "true"}
     argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "e2e",
             "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
     for key, value in settings.items():

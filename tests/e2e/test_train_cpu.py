@@ -72,3 +72,9 @@ def test_validation_loss_is_logged_every_epoch_on_the_held_out_image(run_dir):
     assert best_epoch(scalars).step in range(1, EPOCHS + 1)
     metadata, _ = _lora(run_dir / f"{OUTPUT_NAME}.safetensors")
     assert metadata["ss_num_validation_images"] == "1"  # of the two demo images (validation_split 0.5)
+
+
+def test_the_run_trains_with_the_datasets_loss_masks(run_dir):
+    log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "alpha_mask: True" in log   # sd-scripts' own listing of the subset it built
+    assert "masked_loss = true" in (run_dir / "train.toml").read_text(encoding="utf-8")
