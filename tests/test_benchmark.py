@@ -60,7 +60,7 @@ def _lesion(rng: np.random.Generator, striped: bool) -> np.ndarray:
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
     image[inside] = np.array([90, 60, 50]) + rng.normal(0, 15, 3)   # the lesion
     if striped:
-        image[inside & ((xx + yy) % 4 < 2)] += np.array([-15, 15, 45])
+        image[inside & ((xx + yy) % 4 < 2)] += np.array([-24, 24, 72])
     image += rng.normal(0, 12, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
