@@ -1,4 +1,4 @@
-"""`medsynth benchmark` end to end: real torchvision trainings on tiny images (32 px, one epoch) of the demo set and
+"""`medsynth benchmark` end to end: real torchvision trainings on tiny images (32 px, 1 to 4 epochs) of the demo set and
 of generated pattern images, real result files, real CLI runs (in-process and as a subprocess that is killed)."""
 
 from __future__ import annotations
