@@ -11,9 +11,15 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.train.settings import load_settings
+from orchestrator.generate import plan as gen
+from orchestrator.generate.outputs import (
+    metadata_rows,
+    write_generation,
+    write_metadata,
+)
 from orchestrator.runs.folder import write_run_dir
 from orchestrator.train.plan import prepare, run_record
+from orchestrator.train.settings import load_settings
 
 
 def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] = (), name: str = "r1") -> Path:
@@ -30,6 +36,21 @@ def make_run(root: Path, dataset: Path, *, epochs: int = 3, sets: Sequence[str] 
         stem = plan.output_name if epoch == epochs else f"{plan.output_name}-{epoch:06d}"
         (run_dir / f"{stem}.safetensors").write_bytes(lora_bytes(epoch))
     return run_dir
+
+
+# the demo builds are 128 px, below sd-scripts' smallest bucket
+TRAIN_SETS = ("resolution=512",)
+
+
+def synthetic_folder(tmp_path: Path, dataset: Path, *, out: Path | None = None, record_run: bool = True) -> Path:
+    """A trained run on `dataset` and the synthetic folder `medsynth generate` writes from it (its metadata.csv and
+    generation.json, by generate's own writers; no images)."""
+    run_dir = make_run(tmp_path, dataset, sets=TRAIN_SETS)
+    plan = gen.plan_generation(run_dir, count=3, out=out)
+    plan.synthetic.mkdir(parents=True)
+    write_generation(plan.synthetic, plan.settings, run_dir if record_run else None)
+    write_metadata(plan.synthetic / "metadata.csv", metadata_rows(plan.items, plan.settings, plan.run.name))
+    return plan.synthetic
 
 
 def lora_bytes(epoch: int) -> bytes:

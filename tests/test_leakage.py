@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from generate_helpers import TRAIN_SETS, make_run, synthetic_folder
+from split_helpers import build_dataset, build_with_split, demo_with_patients
 
-from generate_helpers import make_run
 from orchestrator.common.errors import MedsynthError
 from orchestrator.dataset.record import read_record, write_record
 from orchestrator.dataset.split import Split, read_split
 from orchestrator.generate import plan as gen
-from orchestrator.generate.outputs import metadata_rows, write_generation, write_metadata
 from orchestrator.generate.provenance import check_synthetic_leaks, trace_synthetic
 from orchestrator.train import launch
 from orchestrator.train.settings import load_settings
-from split_helpers import build_dataset, build_with_split, demo_with_patients
 
 TEST_FOLD = 2
-TRAIN_SETS = ["resolution=512"]   # the demo builds are 128 px, below sd-scripts' smallest bucket
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +38,6 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 def _copy(built, name: str, tmp_path: Path) -> Path:
     return Path(shutil.copytree(built[name], tmp_path / name))
-
-
-def _synthetic(tmp_path: Path, dataset: Path, *, out: Path | None = None, record_run: bool = True) -> Path:
-    """A trained run on `dataset` and the synthetic folder `medsynth generate` writes from it (its metadata.csv and
-    generation.json, by generate's own writers; no images)."""
-    run_dir = make_run(tmp_path, dataset, sets=TRAIN_SETS)
-    plan = gen.plan_generation(run_dir, count=3, out=out)
-    plan.synthetic.mkdir(parents=True)
-    write_generation(plan.synthetic, plan.settings, run_dir if record_run else None)
-    write_metadata(plan.synthetic / "metadata.csv", metadata_rows(plan.items, plan.settings, plan.run.name))
-    return plan.synthetic
 
 
 def _plant(dataset: Path, row: dict[str, str]) -> None:
@@ -70,7 +57,7 @@ def _test_fold(split: Split) -> pd.DataFrame:
 
 def test_a_clean_synthetic_set_is_clean_with_the_chain_of_files_it_checked(built, tmp_path):
     dataset = _copy(built, "held_out", tmp_path)
-    synthetic = _synthetic(tmp_path, dataset, out=tmp_path / "elsewhere")
+    synthetic = synthetic_folder(tmp_path, dataset, out=tmp_path / "elsewhere")
     check = check_synthetic_leaks(synthetic, read_split(built["split"]), TEST_FOLD)
     run_dir = tmp_path / "runs" / "r1"
     assert check.status == "clean"
@@ -80,7 +67,7 @@ def test_a_clean_synthetic_set_is_clean_with_the_chain_of_files_it_checked(built
 
 
 def test_a_lora_trained_on_the_whole_table_is_refused_naming_the_first_test_image(built, tmp_path):
-    synthetic = _synthetic(tmp_path, _copy(built, "whole", tmp_path))
+    synthetic = synthetic_folder(tmp_path, _copy(built, "whole", tmp_path))
     split = read_split(built["split"])
     manifest = pd.read_csv(tmp_path / "whole" / "manifest.csv", dtype=str)
     leaked = sorted(set(manifest["image_id"]) & set(_test_fold(split)["image_id"]))
@@ -100,7 +87,7 @@ def test_a_planted_test_patient_is_named(built, tmp_path):
     _plant(dataset, {"image_id": "ISIC_9999999", "patient_id": patient})
     with pytest.raises(MedsynthError, match=f"manifest.csv: patient {patient} of test fold 2 is in the LoRA's "
                                             f"training set \\(1 patients in all\\)"):
-        check_synthetic_leaks(_synthetic(tmp_path, dataset), split, TEST_FOLD)
+        check_synthetic_leaks(synthetic_folder(tmp_path, dataset), split, TEST_FOLD)
 
 
 def test_a_planted_test_lesion_is_named(built, tmp_path):
@@ -111,11 +98,11 @@ def test_a_planted_test_lesion_is_named(built, tmp_path):
     with_lesion = Split(pd.concat([split.table, lesion], ignore_index=True), split.folds)
     _plant(dataset, {"image_id": "ISIC_8888887", "lesion_id": "HAM_0000118", "status": "skipped"})
     with pytest.raises(MedsynthError, match="lesion HAM_0000118 of test fold 2 is in the LoRA's training set"):
-        check_synthetic_leaks(_synthetic(tmp_path, dataset), with_lesion, TEST_FOLD)
+        check_synthetic_leaks(synthetic_folder(tmp_path, dataset), with_lesion, TEST_FOLD)
 
 
 def test_an_older_generation_record_in_the_run_folder_is_traced_through_it(built, tmp_path):
-    synthetic = _synthetic(tmp_path, _copy(built, "held_out", tmp_path), record_run=False)
+    synthetic = synthetic_folder(tmp_path, _copy(built, "held_out", tmp_path), record_run=False)
     trace = trace_synthetic(synthetic)
     assert "run_dir" not in json.loads((synthetic / "generation.json").read_text())
     assert trace.untraced is None and trace.run_dir == tmp_path / "runs" / "r1"
@@ -124,7 +111,7 @@ def test_an_older_generation_record_in_the_run_folder_is_traced_through_it(built
 
 
 def test_a_synthetic_folder_with_no_traceable_run_is_untraced_with_the_reason(built, tmp_path):
-    synthetic = _synthetic(tmp_path, _copy(built, "held_out", tmp_path), out=tmp_path / "elsewhere",
+    synthetic = synthetic_folder(tmp_path, _copy(built, "held_out", tmp_path), out=tmp_path / "elsewhere",
                            record_run=False)
     check = check_synthetic_leaks(synthetic, read_split(built["split"]), TEST_FOLD)
     assert check.status == "untraced" and check.checked == (synthetic / "metadata.csv",)
@@ -135,7 +122,7 @@ def test_a_synthetic_folder_with_no_traceable_run_is_untraced_with_the_reason(bu
 
 def test_a_manifest_rebuilt_after_training_leaves_the_set_untraced(built, tmp_path):
     dataset = _copy(built, "held_out", tmp_path)
-    synthetic = _synthetic(tmp_path, dataset)
+    synthetic = synthetic_folder(tmp_path, dataset)
     _plant(dataset, {"image_id": "ISIC_7777777"})
     trace = trace_synthetic(synthetic)
     assert trace.dataset is None and trace.checked[-1] == dataset / "dataset.json"
@@ -199,7 +186,7 @@ def test_a_changed_split_file_is_a_warning_in_the_dry_run_not_a_refusal(built, t
 
 
 def test_a_moved_run_is_traced_through_the_folder_its_synthetic_set_sits_in(built, tmp_path):
-    synthetic = _synthetic(tmp_path, _copy(built, "held_out", tmp_path))
+    synthetic = synthetic_folder(tmp_path, _copy(built, "held_out", tmp_path))
     moved = Path(shutil.move(tmp_path / "runs", tmp_path / "moved")) / "r1"
     trace = trace_synthetic(moved / "synthetic")
     assert trace.untraced is None and trace.run_dir == moved

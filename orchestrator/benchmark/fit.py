@@ -13,6 +13,7 @@ and contrast jitter (+-20 %): classic oversampling with augmentation of the rare
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +55,8 @@ def build_model(name: str, weights: Path | None):
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+    # a file that is no torch.save (text, another format) fails to unpickle
+    except (OSError, RuntimeError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
         first = " ".join(str(exc).split())[:200]
         raise MedsynthError(f"{weights}: not a state_dict of torchvision's {name}: {first}") from None
     last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]

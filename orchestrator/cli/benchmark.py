@@ -15,9 +15,9 @@ def _ratios(ctx, param, value: str) -> tuple[float, ...]:
     try:
         ratios = tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected numbers separated by commas, e.g. 0,0.5,1,2") from None
+        raise MedsynthError(f"--ratios {value!r}: expected numbers separated by commas, e.g. 0,0.5,1,2") from None
     if not ratios:
-        raise click.BadParameter("give at least one ratio, e.g. 0")
+        raise MedsynthError("--ratios: give at least one ratio, e.g. 0")
     return ratios
 
 
