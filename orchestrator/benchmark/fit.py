@@ -39,16 +39,20 @@ def model_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def check_model(name: str) -> None:
+    names = model_names()
+    if name not in names:
+        raise MedsynthError(f"--model {name!r} is not a torchvision classification model"
+                            f"{did_you_mean(name, names)} (torchvision.models.list_models())")
+
+
 def build_model(name: str, weights: Path | None):
     """The named torchvision classifier with a one-logit head, its other weights from `weights` when given."""
     import torch
     import torchvision
     from torch import nn
 
-    names = model_names()
-    if name not in names:
-        raise MedsynthError(f"--model {name!r} is not a torchvision classification model"
-                            f"{did_you_mean(name, names)} (torchvision.models.list_models())")
+    check_model(name)
     if weights is None:
         return torchvision.models.get_model(name, weights=None, num_classes=1)
     model = torchvision.models.get_model(name, weights=None)

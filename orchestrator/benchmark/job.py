@@ -69,6 +69,8 @@ def _validate(s: BenchSettings) -> None:
 def prepare(s: BenchSettings, warn: Callable[[str], None]) -> tuple[BenchmarkData, dict, list[Task], dict]:
     """(the data, the training settings, the tasks, the leakage check): everything before any training."""
     _validate(s)
+    from orchestrator.benchmark.fit import check_model
+    check_model(s.model)   # before any image is decoded
     d = bdata.load(s.csv, s.images, fmt=s.fmt, split_file=s.split_file, folds=s.folds, test_fold=s.test_fold,
                    split_seed=s.split_seed, synthetic_dir=s.synthetic, ratios=s.ratios, rare_share=s.rare_share,
                    warn=warn)
