@@ -86,6 +86,8 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     images = _image_folder(folder / "images" / "1_melanoma", count=3)
     with_images = edited(dataset(), "datasets.0.subsets.0.image_dir", str(images))
     cases["images"] = {"train": folder / "train.toml", "dataset": _write(folder / "d_images.toml", with_images)}
+    cases["all_reg"] = {"train": folder / "train.toml", "dataset": _write(
+        folder / "d_all_reg.toml", edited(with_images, "datasets.0.subsets.0.is_reg", True))}
     empty = folder / "empty" / "1_melanoma"
     empty.mkdir(parents=True)
     cases["no_images"] = {"train": folder / "train.toml", "dataset": _write(
@@ -103,11 +105,24 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
         plan = _default_preset_plan(folder / f"tier{gib}", gib)
         cases[f"tier:{gib}"] = {"train": _text(folder / f"t_tier{gib}.toml", plan.files["train.toml"]),
                                 "dataset": _text(folder / f"d_tier{gib}.toml", plan.files["dataset.toml"])}
-    results = run_sd_scripts_probe(list(cases.values()), sd_scripts_dir)
-    return {**dict(zip(cases, results)), "_folder": folder}
+    for name, plan in _class_plans(folder).items():   # reg images; two classes (tests/class_helpers.py)
+        cases[name] = {"train": _text(folder / f"t_{name}.toml", plan.files["train.toml"]),
+                       "dataset": _text(folder / f"d_{name}.toml", plan.files["dataset.toml"])}
+        cases[f"{name}:plan"] = plan
+    results = run_sd_scripts_probe([c for n, c in cases.items() if not n.endswith(':plan')], sd_scripts_dir)
+    results = dict(zip([n for n in cases if not n.endswith(":plan")], results))
+    results.update({n: c for n, c in cases.items() if n.endswith(":plan")})
+    return {**results, "_folder": folder}
 
 
 TIER_GPUS = (139.8, 15.0)  # an H200, a 16 GB card
+
+
+def _class_plans(root: Path) -> dict[str, Any]:
+    from class_helpers import build, plan_for, two_classes
+
+    return {"reg": plan_for(build(root / "reg", repeats=2, reg_diagnosis="nevus"), root / "reg"),
+            "classes": plan_for(two_classes(root / "classes"), root / "classes")}
 
 
 def _text(path: Path, text: str) -> Path:
@@ -229,3 +244,32 @@ def test_cross_file_combination_refused_by_medsynth_aborts_sd_scripts(probe, nam
         check_combinations(train(), edited(dataset(), path, value), source="runs/x")
     result = probe[f"combination:{name}"]
     assert not result["ok"] and result["stage"] == "dataset_group", result
+
+
+def test_sd_scripts_reads_the_reg_subset_and_counts_the_plans_steps(probe):
+    result, plan = probe["reg"], probe["reg:plan"]
+    assert result["ok"], result
+    subsets = result["datasets"][0]["subsets"]
+    assert [(s["num_repeats"], s["is_reg"], s["class_tokens"]) for s in subsets] == [(2, False, "me1anoma"),
+                                                                                        (1, True, "nevus")]
+    # train_util.py:2163-2182: the 20 reg images are repeated to the 40 training images; batch 1: one step each
+    assert result["dataset_group"]["images"] == [40] and result["dataset_group"]["reg_images"] == [20]
+    assert result["dataset_group"]["batches"] == plan.schedule.steps_per_epoch == 80
+
+
+def test_sd_scripts_reads_one_subset_per_class_with_its_repeats_and_trigger(probe):
+    result, plan = probe["classes"], probe["classes:plan"]
+    assert result["ok"], result
+    subsets = result["datasets"][0]["subsets"]
+    assert [(Path(s["image_dir"]).name, s["num_repeats"], s["class_tokens"], s["is_reg"]) for s in subsets] == [
+        ("4_melanoma", 4, "me1anoma", False), ("1_nevus", 1, "n3vus", False)]
+    assert result["dataset_group"]["images"] == [5 * 4 + 20]
+    assert result["dataset_group"]["batches"] == plan.schedule.steps_per_epoch == 40
+
+
+def test_a_dataset_of_reg_subsets_only_is_refused_as_sd_scripts_finds_no_data(probe):
+    only_reg = edited(dataset(), "datasets.0.subsets.0.is_reg", True)
+    with pytest.raises(MedsynthError, match="every subset is is_reg = true"):
+        validate_dataset_config(only_reg, source="dataset.toml")
+    result = probe["all_reg"]
+    assert not result["ok"] and "No data found" in result["error"], result

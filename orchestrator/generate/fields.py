@@ -1,4 +1,4 @@
 """The fields a synthetic set can be balanced over: a module of its own, without pandas, so that the CLI's
 option choices cost nothing to import (`medsynth --help`)."""
 
-BALANCE_FIELDS = ("site", "sex", "age_band", "skin_tone")
+BALANCE_FIELDS = ("site", "sex", "age_band", "skin_tone", "diagnosis")

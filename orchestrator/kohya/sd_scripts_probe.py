@@ -40,7 +40,8 @@ def check_dataset_group(args, blueprint, config_util, sdxl_train_network):
     if args.cache_latents:  # train_network.py:581-589
         assert train_group.is_latent_cacheable(), "when caching latents, either color_aug or random_crop cannot be used"
     sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, train_group, val_group)
-    return {"batches": len(train_group), "images": [d.num_train_images for d in train_group.datasets]}
+    return {"batches": len(train_group), "images": [d.num_train_images for d in train_group.datasets],
+            "reg_images": [d.num_reg_images for d in train_group.datasets]}
 
 
 def run_case(case, modules):

@@ -196,6 +196,10 @@ def validate_dataset_config(cfg: Mapping, *, source: str) -> None:
                 raise MedsynthError(f"{source}: {sub_where}: same as {where}.subsets[{seen[identity]}]; "
                                     "sd-scripts would ignore the duplicate")
             seen[identity] = j
+        if all(isinstance(subset, Mapping) and subset.get("is_reg") is True for subset in subsets):
+            # train_util.py:2163-2182 adds reg images only up to the training images' count: none here
+            raise MedsynthError(f"{source}: {where} subsets: every subset is is_reg = true; sd-scripts trains on "
+                                "reg images only beside training images and would find no data")
 
 
 def _check_table(table: Mapping, level: str, where: str, levels: dict[str, dict[str, DatasetKey]],

@@ -70,7 +70,8 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
              dataset: DatasetInfo, name: str, num_processes: int = 1) -> RunPlan:
     """Resolve the derived values and render the three files."""
     run_dir = (cfg.runs_dir / check_run_name(name)).resolve()
-    sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
+    sched = schedule(cfg, subsets=[(s.images, s.repeats, s.is_reg) for s in dataset.subsets],
+                     num_processes=num_processes)
     output_name = cfg.output_name or f"{dataset.class_name}_lora"
     resolution = training_resolution(cfg, dataset)
     prompts = tuple(sample_prompts(dataset.manifest, count=cfg.num_sample_prompts, base_seed=cfg.sample_seed,
@@ -93,7 +94,8 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     # the schedule decide
     d: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in DATASET_TOML_FIELDS}
     d.update(caption_extension=dataset.caption_extension, resolution=resolution, batch_size=sched.batch_size,
-             image_dir=dataset.image_dir, num_repeats=dataset.repeats, class_tokens=dataset.trigger)
+             subsets=[{"image_dir": s.image_dir, "num_repeats": s.repeats, "class_tokens": s.trigger,
+                       "is_reg": s.is_reg} for s in dataset.subsets])
     s: dict[str, Any] = {option: getattr(cfg, name_) for name_, option in SAMPLE_PROMPT_FIELDS.items()}
     s["sampler"] = cfg.sample_sampler  # at home in train.toml (sd-scripts' default), repeated on every prompt line
     files = {
@@ -177,7 +179,9 @@ def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Ma
         "seed": plan.config.seed,
         "dataset": {"path": str(plan.dataset.path), "class_name": plan.dataset.class_name,
                     "images": plan.dataset.images, "repeats": plan.dataset.repeats,
-                    "manifest_sha256": plan.dataset.manifest_sha256},
+                    "manifest_sha256": plan.dataset.manifest_sha256,
+                    "subsets": [{**dataclasses.asdict(s), "image_dir": str(s.image_dir)}
+                                for s in plan.dataset.subsets]},
         "sample_prompts": [dataclasses.asdict(p) for p in plan.prompts],
         "output_name": plan.output_name,
         "commits": dict(commits),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.train.config import TrainConfig
+
 
 @dataclass(frozen=True)
 class Schedule:
     """The step arithmetic of a run, as printed by --dry-run and stored in run.json."""
 
-    images: int
-    repeats: int
+    images: int                    # training images (all classes)
+    repeats: int                   # their repeats when all classes share one, else 0 (see samples)
     batch_size: int
     num_processes: int
     gradient_accumulation_steps: int
@@ -22,6 +24,9 @@ class Schedule:
     warmup_steps: int
     learning_rate: float
     lr_note: str
+    samples: int = 0               # training images × repeats, summed over the classes: an epoch's images
+    reg_samples: int = 0           # the reg images sd-scripts adds to an epoch (as many as samples, or none)
+    breakdown: str = ""            # how samples add up, when there are several folders
 
     def describe(self) -> str:
         per = f"{self.batch_size}" + (f" × {self.num_processes} processes" if self.num_processes > 1 else "") \
@@ -29,8 +34,10 @@ class Schedule:
         images = self.warmup_steps * self.batch_size * self.gradient_accumulation_steps
         unit = "steps" if self.num_processes == 1 else \
             f"scheduler steps (sd-scripts steps the scheduler {self.num_processes}× per optimizer step)"
+        seen = (f"{self.images} images × {self.repeats} repeats" if not self.breakdown
+                else f"({self.breakdown})") + (f" + {self.reg_samples} reg images" if self.reg_samples else "")
         return "\n".join([
-            f"steps: {self.images} images × {self.repeats} repeats ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
+            f"steps: {seen} ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
             f" × {self.epochs} epochs = {self.total_steps} steps"
             " (bucketing can add up to one partial batch per bucket and epoch)",
             f"warmup: {self.warmup_steps} {unit} ({images} images)"
@@ -40,8 +47,13 @@ class Schedule:
         ])
 
 
-def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int = 1) -> Schedule:
-    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config.
+def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_processes: int = 1) -> Schedule:
+    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config; `subsets` are the
+    dataset's folders as (images, repeats, is_reg).
+
+    An epoch shows every training image `repeats` times; with reg images sd-scripts adds reg images, repeated
+    round-robin, until they match that count (library/train_util.py:2163-2182: `while n < num_train_images`),
+    so a reg subset doubles the steps. More reg images than that are left unused (sd-scripts warns).
 
     Rules (docs/training.md): epochs count images seen, so they do not change with the batch; warmup is
     counted in images (lr_warmup_images) unless lr_warmup_steps is set; the learning rate is given at
@@ -51,7 +63,10 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     """
     batch = int(cfg.train_batch_size)
     effective = batch * num_processes * cfg.gradient_accumulation_steps
-    per_epoch = max(1, math.ceil(images * repeats / effective))
+    training = [(n, r) for n, r, is_reg in subsets if not is_reg]
+    samples = sum(n * r for n, r in training)
+    reg = samples if any(is_reg and n for n, _, is_reg in subsets) else 0
+    per_epoch = max(1, math.ceil((samples + reg) / effective))
     total = per_epoch * cfg.max_train_epochs
     if cfg.lr_warmup_steps is not None:
         warmup = cfg.lr_warmup_steps
@@ -64,5 +79,8 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     lr = cfg.learning_rate * factor
     note = (f"{cfg.learning_rate:.3g} at batch {cfg.reference_batch_size}, {cfg.lr_scaling} scaling to {effective}"
             if cfg.lr_scaling != "none" else "not scaled with the batch")
-    return Schedule(images, repeats, batch, num_processes, cfg.gradient_accumulation_steps, cfg.max_train_epochs,
-                    per_epoch, total, warmup, lr, note)
+    repeats = {r for _, r in training}
+    breakdown = " + ".join(f"{n} × {r}" for n, r in training) if len(training) > 1 else ""
+    return Schedule(sum(n for n, _ in training), repeats.pop() if len(repeats) == 1 else 0, batch, num_processes,
+                    cfg.gradient_accumulation_steps, cfg.max_train_epochs, per_epoch, total, warmup, lr, note,
+                    samples, reg, breakdown)

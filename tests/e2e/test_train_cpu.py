@@ -57,3 +57,17 @@ def test_run_record_says_finished_with_the_resolved_settings(run_dir):
     assert record["status"] == "finished"
     assert record["config"]["network_dim"] == DIM and record["config"]["max_train_epochs"] == EPOCHS
     assert (run_dir / "train.log").stat().st_size > 0
+
+
+def test_two_classes_and_the_reg_image_train_as_the_plan_counted(run_dir):
+    import json
+
+    import toml
+
+    subsets = toml.loads((run_dir / "dataset.toml").read_text())["datasets"][0]["subsets"]
+    assert [(Path(s["image_dir"]).name, s.get("is_reg", False)) for s in subsets] == [
+        ("1_melanoma", False), ("1_nevus", False), ("1_skin_lesion", True)]
+    schedule = json.loads((run_dir / "run.json").read_text())["schedule"]
+    assert (schedule["samples"], schedule["reg_samples"], schedule["steps_per_epoch"]) == (2, 2, 4)
+    log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "2 train images with repeats" in log and "1 reg images with repeats" in log
