@@ -263,7 +263,7 @@ def test_a_tier_setting_that_breaks_a_rule_is_refused_when_chosen(tmp_path):
 def test_schedule_arithmetic():
     cfg = TrainConfig(train_batch_size=4, max_train_epochs=5, lr_warmup_images=100, learning_rate=2e-5,
                       lr_scaling="sqrt", reference_batch_size=1)
-    s = schedule(cfg, images=21, repeats=3, num_processes=2)
+    s = schedule(cfg, subsets=[(21, 3, False)], num_processes=2)
     assert s.steps_per_epoch == math.ceil(21 * 3 / (4 * 2))
     assert s.total_steps == s.steps_per_epoch * 5
     # scheduler steps: sd-scripts steps the scheduler once per process per optimizer step
@@ -273,13 +273,13 @@ def test_schedule_arithmetic():
 
 def test_linear_and_no_scaling():
     base = dict(train_batch_size=8, learning_rate=1e-5, reference_batch_size=2)
-    assert schedule(TrainConfig(lr_scaling="linear", **base), images=8, repeats=1).learning_rate == pytest.approx(4e-5)
-    assert schedule(TrainConfig(lr_scaling="none", **base), images=8, repeats=1).learning_rate == 1e-5
+    assert schedule(TrainConfig(lr_scaling="linear", **base), subsets=[(8, 1, False)]).learning_rate == pytest.approx(4e-5)
+    assert schedule(TrainConfig(lr_scaling="none", **base), subsets=[(8, 1, False)]).learning_rate == 1e-5
 
 
 def test_explicit_warmup_steps_win_and_constant_scheduler_has_none():
-    assert schedule(TrainConfig(lr_warmup_steps=7), images=10, repeats=1).warmup_steps == 7
-    assert schedule(TrainConfig(lr_scheduler="constant"), images=10, repeats=1).warmup_steps == 0
+    assert schedule(TrainConfig(lr_warmup_steps=7), subsets=[(10, 1, False)]).warmup_steps == 7
+    assert schedule(TrainConfig(lr_scheduler="constant"), subsets=[(10, 1, False)]).warmup_steps == 0
 
 
 def test_bad_lr_scaling_is_refused(tmp_path):

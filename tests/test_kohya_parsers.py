@@ -5,6 +5,7 @@ import takes seconds)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
     images = _image_folder(folder / "images" / "1_melanoma", count=3)
     with_images = edited(dataset(), "datasets.0.subsets.0.image_dir", str(images))
     cases["images"] = {"train": folder / "train.toml", "dataset": _write(folder / "d_images.toml", with_images)}
+    cases["all_reg"] = {"train": folder / "train.toml", "dataset": _write(
+        folder / "d_all_reg.toml", edited(with_images, "datasets.0.subsets.0.is_reg", True))}
     empty = folder / "empty" / "1_melanoma"
     empty.mkdir(parents=True)
     cases["no_images"] = {"train": folder / "train.toml", "dataset": _write(
@@ -143,6 +146,11 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
                        "dataset": _text(folder / "d_masked.toml", masked.files["dataset.toml"])}
     cases["masked_without_alpha"] = {"train": folder / "t_masked.toml", "dataset": _write(
         folder / "d_masked_without_alpha.toml", _without_alpha_mask(toml.loads(masked.files["dataset.toml"])))}
+    # reg images; two classes; both with masks and a validation split (tests/class_helpers.py)
+    for name, plan in _class_plans(folder).items():
+        cases[name] = {"train": _text(folder / f"t_{name}.toml", plan.files["train.toml"]),
+                       "dataset": _text(folder / f"d_{name}.toml", plan.files["dataset.toml"])}
+        plans[name] = plan
     results = run_sd_scripts_probe(list(cases.values()), sd_scripts_dir)
     return {**dict(zip(cases, results)), "_folder": folder, "_plans": plans}
 
@@ -153,6 +161,22 @@ LOCON_SETS = ('network_module="lycoris.kohya"', 'network_args=["algo=locon", "co
               "network_dim=32", "network_alpha=16.0")
 # shares of the 6-image test dataset: 0.25 holds out round(1.5) = 2 and trains on ceil(4.5) = 5, one image in both
 VALIDATION_SPLITS = (0.5, 0.25, 0.34)
+
+
+def _class_plans(root: Path) -> dict[str, Any]:
+    from class_helpers import build, demo_rows, plan_for, two_classes
+
+    from orchestrator.common.paths import DEMO_DIR
+
+    prior = root / "prior"   # three nevi the combined build does not train on, renamed
+    prior.mkdir()
+    for row in demo_rows(melanoma=0, nevus=13)[10:]:
+        shutil.copy(DEMO_DIR / "images" / f"{row['isic_id']}.jpg", prior / f"prior_{row['isic_id']}.jpg")
+    combined = build(root / "combined", melanoma=5, nevus=10, diagnoses=("melanoma", "nevus"), balance_classes=True,
+                     reg_images=prior, masks="auto")
+    return {"reg": plan_for(build(root / "reg", repeats=2, reg_diagnosis="nevus"), root / "reg"),
+            "classes": plan_for(two_classes(root / "classes"), root / "classes"),
+            "combined": plan_for(combined, root / "combined", "validation_split=0.25", "masked_loss=true")}
 
 
 def _text(path: Path, text: str) -> Path:
@@ -382,3 +406,49 @@ def test_masked_loss_without_masks_passes_sd_scripts_silently_and_medsynth_refus
         check_combinations(toml.loads((folder / "t_masked.toml").read_text(encoding="utf-8")),
                            toml.loads((folder / "d_masked_without_alpha.toml").read_text(encoding="utf-8")),
                            source="")
+
+
+def test_sd_scripts_reads_the_reg_subset_and_counts_the_plans_steps(probe):
+    result, plan = probe["reg"], probe["_plans"]["reg"]
+    assert result["ok"], result
+    subsets = result["datasets"][0]["subsets"]
+    assert [(s["num_repeats"], s["is_reg"], s["class_tokens"]) for s in subsets] == [(2, False, "me1anoma"),
+                                                                                        (1, True, "nevus")]
+    # train_util.py:2163-2182: the 20 reg images are repeated to the 40 training images; batch 1: one step each
+    assert result["dataset_group"]["images"] == [40] and result["dataset_group"]["reg_images"] == [20]
+    assert result["dataset_group"]["batches"] == plan.schedule.steps_per_epoch == 80
+
+
+def test_sd_scripts_reads_one_subset_per_class_with_its_repeats_and_trigger(probe):
+    result, plan = probe["classes"], probe["_plans"]["classes"]
+    assert result["ok"], result
+    subsets = result["datasets"][0]["subsets"]
+    assert [(Path(s["image_dir"]).name, s["num_repeats"], s["class_tokens"], s["is_reg"]) for s in subsets] == [
+        ("4_melanoma", 4, "me1anoma", False), ("1_nevus", 1, "n3vus", False)]
+    assert result["dataset_group"]["images"] == [5 * 4 + 20]
+    assert result["dataset_group"]["batches"] == plan.schedule.steps_per_epoch == 40
+
+
+def test_a_dataset_of_reg_subsets_only_is_refused_as_sd_scripts_finds_no_data(probe):
+    only_reg = edited(dataset(), "datasets.0.subsets.0.is_reg", True)
+    with pytest.raises(MedsynthError, match="every subset is is_reg = true"):
+        validate_dataset_config(only_reg, source="dataset.toml")
+    result = probe["all_reg"]
+    assert not result["ok"] and "No data found" in result["error"], result
+
+
+def test_sd_scripts_splits_each_class_but_not_the_reg_folder_as_the_plan_counts(probe):
+    """Two classes, a reg folder, validation_split and masked loss together: sd-scripts' own dataset counts the
+    training, reg and validation images and the batches the dry run prints."""
+    result, plan = probe["combined"], probe["_plans"]["combined"]
+    assert result["ok"], result
+    sched, group = plan.schedule, result["dataset_group"]
+    subsets = result["datasets"][0]["subsets"]
+    assert [(s["is_reg"], s["alpha_mask"]) for s in subsets] == [(False, True), (False, True), (True, False)]
+    classes = [s for s in plan.dataset.subsets if not s.is_reg]
+    assert sched.validation_images == sum(round(s.images * 0.25) for s in classes) > 0  # split per class
+    assert group["validation_images"] == [sched.validation_images]   # no reg image is held out
+    assert group["images"] == [sched.samples]                       # the repeats apply to what is left
+    (reg,) = [s for s in plan.dataset.subsets if s.is_reg]
+    assert group["reg_images"] == [reg.images] and sched.reg_samples == sched.samples
+    assert group["batches"] == sched.steps_per_epoch == 2 * sched.samples   # batch 1: reg repeated to match

@@ -165,6 +165,18 @@ def test_masked_loss_with_a_subset_without_masks_is_refused():
     check_combinations(train, edited(sample_dataset(), "datasets.0.subsets.0.alpha_mask", True), source="")
 
 
+def test_a_reg_subset_without_alpha_mask_is_accepted_with_masked_loss():
+    # a reg image has no mask: sd-scripts trains it on the whole image (a mask of ones), as meant
+    train = edited(sample_train(), "training.masked_loss", True)
+    masked = edited(sample_dataset(), "datasets.0.subsets.0.alpha_mask", True)
+    reg = {"image_dir": "/data/reg/1_nevus", "num_repeats": 1, "is_reg": True}
+    check_combinations(train, edited(masked, "datasets.0.subsets", [masked["datasets"][0]["subsets"][0], reg]),
+                       source="")
+    with pytest.raises(MedsynthError, match=r"subsets\[1\]: .* has neither alpha_mask"):
+        check_combinations(train, edited(masked, "datasets.0.subsets",
+                                         [masked["datasets"][0]["subsets"][0], {**reg, "is_reg": False}]), source="")
+
+
 def test_review_of_a_masked_loss_run_shows_masks_over_their_images(auto, tmp_path):
     run_dir = make_run(tmp_path, auto, sets=["masked_loss=true"])
     review_folder(run_dir, out=None, epochs=(), steps=(), references=2, progress=False, say=lambda _: None)

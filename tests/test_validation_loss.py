@@ -114,7 +114,7 @@ def test_split_counts_follow_sd_scripts_rounding(images, split, expected):
 
 def test_held_out_images_leave_the_steps_and_are_batched_without_repeats():
     cfg = TrainConfig(train_batch_size=2, max_train_epochs=4, validation_split=0.25, max_validation_steps=1)
-    s = schedule(cfg, images=20, repeats=3)
+    s = schedule(cfg, subsets=[(20, 3, False)])
     assert (s.images, s.validation_images, s.validation_overlap) == (15, 5, 0)
     assert s.steps_per_epoch == 23 and s.total_steps == 92  # ceil(15 × 3 / 2)
     assert s.validation_batches == 1  # ceil(5 / 2) = 3, capped by max_validation_steps
@@ -122,14 +122,24 @@ def test_held_out_images_leave_the_steps_and_are_batched_without_repeats():
            "epoch" in s.describe()
 
 
+def test_each_class_is_split_alone_before_its_repeats_and_the_reg_folder_never():
+    # 5 → 4 train + 1 held out, 20 → 15 + 5; the 30 reg images are all kept and matched to the 4 × 4 + 15 × 1
+    s = schedule(TrainConfig(train_batch_size=1, validation_split=0.25),
+                 subsets=[(5, 4, False), (20, 1, False), (30, 1, True)])
+    assert (s.images, s.samples, s.reg_samples, s.validation_images) == (19, 31, 31, 6)
+    assert s.steps_per_epoch == 62
+    assert "steps: (4 × 4 + 15 × 1) + 31 reg images ÷ batch 1 = 62 steps/epoch" in s.describe()
+    assert "validation: 6 of 25 images held out" in s.describe()
+
+
 def test_the_dry_run_says_when_one_image_is_both_trained_on_and_held_out():
-    s = schedule(TrainConfig(train_batch_size=1, validation_split=0.25), images=6, repeats=1)
+    s = schedule(TrainConfig(train_batch_size=1, validation_split=0.25), subsets=[(6, 1, False)])
     assert s.validation_overlap == 1 and "WARNING: 1 image(s) also trained on" in s.describe()
 
 
 def test_validation_interval_beyond_the_run_says_validation_never_runs_at_epoch_end():
     cfg = TrainConfig(train_batch_size=1, max_train_epochs=3, validation_split=0.5, validate_every_n_epochs=5)
-    assert "never at epoch end" in schedule(cfg, images=4, repeats=1).describe()
+    assert "never at epoch end" in schedule(cfg, subsets=[(4, 1, False)]).describe()
 
 
 def test_a_dataset_split_by_patient_is_warned_that_validation_is_split_by_image(tmp_path):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.common.errors import MedsynthError
+
 from orchestrator.cli.flags import settings_as_flags
 
 
@@ -44,7 +46,19 @@ def dataset() -> None:
 @click.option("--resolution", type=int, help="Long side of the training images in pixels (default 1024; never upscaled).")
 @click.option("--resize/--no-resize", "resize", default=None,
               help="--no-resize copies the original images (a reflink where the file system has them) instead of resizing them.")
-@click.option("--trigger", help="Trigger token used in captions (default me1anoma).")
+@click.option("--trigger", "triggers", multiple=True,
+              help="Trigger token used in captions (default me1anoma). With --balance-classes: CLASS=TOKEN, "
+                   "repeatable (e.g. 'basal cell carcinoma=bcc1'); a class without one gets a derived token "
+                   "(nevus -> n3vus).")
+@click.option("--balance-classes/--no-balance-classes", "balance_classes", default=None,
+              help="With two or more --diagnosis: one <repeats>_<class>/ folder and trigger per diagnosis, repeats "
+                   "chosen so that images x repeats are balanced (the largest class keeps --repeats).")
+@click.option("--reg-diagnosis",
+              help="Regularization images: rows of this diagnosis from the same CSVs (never a training or test-fold "
+                   "image) into reg/, captioned with the diagnosis where the trigger would be; an is_reg subset.")
+@click.option("--reg-images", type=click.Path(path_type=Path, file_okay=False),
+              help="Regularization images from this folder (.jpg, .jpeg, .png) into reg/, captioned "
+                   "'photo of skin, skin lesion'.")
 @click.option("--caption-template", type=click.Path(path_type=Path, dir_okay=False),
               help="Jinja template for captions (default templates/caption.j2).")
 @click.option("--workers", type=int, help="Threads for the image stage (default: all cores).")
@@ -68,22 +82,32 @@ def dataset() -> None:
               help="Widen each mask by this share of the image's long side (default 0.05).")
 @click.option("--dry-run", is_flag=True, help="Read and select only: print what would be built; write nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@settings_as_flags(strict="--strict", split_file="--split", test_fold="--test-fold", masks="--masks",
-                   mask_margin="--mask-margin")
+@settings_as_flags(strict="--strict", split_file="--split", test_fold="--test-fold", reg_images="--reg-images",
+                   reg_diagnosis="--reg-diagnosis", balance_classes="--balance-classes",
+                   class_triggers="--trigger CLASS=TOKEN", masks="--masks", mask_margin="--mask-margin")
 def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, diagnoses, benign, repeats,
-                  resolution, resize, trigger, caption_template, workers, strict, skin_tone, split_file, test_fold,
-                  masks, mask_margin, dry_run, quiet) -> None:
+                  resolution, resize, triggers, balance_classes, reg_diagnosis, reg_images, caption_template,
+                  workers, strict, skin_tone, split_file, test_fold, masks, mask_margin, dry_run, quiet) -> None:
     """Read metadata, select lesions, caption and analyse images, write <out>/train/<repeats>_<class>/."""
     from orchestrator.dataset.build import build_from_options
     from orchestrator.dataset.report import format_report
 
     started = time.perf_counter()
+    plain = [t for t in triggers if "=" not in t]
+    if len(plain) > 1 or (plain and balance_classes):
+        raise MedsynthError(f"--trigger {plain[-1]}: give one trigger, or with --balance-classes CLASS=TOKEN per "
+                            f"class")
+    if balance_classes and class_name:
+        raise MedsynthError("--class names one class: with --balance-classes each diagnosis names its own folder")
+    per_class = dict(t.rsplit("=", 1) for t in triggers if "=" in t)
     options = {
         "csv": list(map(str, csv)) or None, "images": list(map(str, images)) or None,
         "duplicates": str(duplicates) if duplicates else None, "out": str(out) if out else None,
         "format": fmt, "class_name": class_name, "diagnoses": list(diagnoses) or None, "benign": benign,
         "repeats": repeats, "resolution": resolution, "resize": resize,
-        "trigger": trigger, "caption_template": str(caption_template) if caption_template else None,
+        "trigger": plain[0] if plain else None, "class_triggers": per_class or None,
+        "balance_classes": balance_classes, "reg_diagnosis": reg_diagnosis,
+        "reg_images": str(reg_images) if reg_images else None, "caption_template": str(caption_template) if caption_template else None,
         "workers": workers, "strict": strict, "skin_tone": skin_tone,
         "split_file": str(split_file) if split_file else None, "test_fold": test_fold,
         "masks": masks, "mask_margin": mask_margin,
@@ -97,7 +121,7 @@ def dataset_build(config_path, csv, images, duplicates, out, fmt, class_name, di
         to_build = result.selected - result.missing
         click.echo(f"dry run: {result.selected} rows selected, {result.missing} missing images, "
                    f"{result.duplicates} duplicates dropped; would write {to_build} images + captions to "
-                   f"{result.out}/train/{settings.repeats}_{settings.class_name}/ (nothing written)")
+                   f"{', '.join(f'{result.out}/{f.folder}/' for f in result.report.folders)} (nothing written)")
         if to_build == 0:
             click.echo(f"warning: none of the {result.selected} selected images is in "
                        f"{', '.join(map(str, settings.images))}: a build would fail (no usable images)", err=True)

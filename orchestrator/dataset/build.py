@@ -1,8 +1,11 @@
 """Build the kohya training folder: select → image stage → captions → files, swapped into place atomically.
 
 <out>/
-  train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption   (.png with the loss mask as alpha: --masks)
-  manifest.csv       one row per selected image (skipped ones too, with the reason; its fold with a split)
+  train/<repeats>_<class>/<image_id>.jpg + <image_id>.caption   one per class (orchestrator.dataset.classes);
+                     .png with the loss mask as alpha: --masks
+  reg/1_<class>/...  regularization images, when asked for (never masked: they train on the whole image)
+  manifest.csv       one row per selected image (skipped ones too, with the reason; its fold with a split; its
+                     folder and trigger)
   dataset.json       the settings and counts that `medsynth train` reads (orchestrator.dataset.record)
   report.txt, report.png
 The folder is built in a temporary sibling and swapped into place under a lock (orchestrator.dataset.outfolder,
@@ -18,12 +21,13 @@ import io
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from orchestrator.dataset.classes import SOURCE_IMAGE_SUFFIXES, Folder, plan_folders
 from orchestrator.dataset.captions import CaptionSettings, render_captions, write_captions
 from orchestrator.dataset.settings import DatasetSettings, load_settings, selection_warnings
 from orchestrator.common.errors import MedsynthError, stop_signals_raise
@@ -32,7 +36,7 @@ from orchestrator.dataset.ingest import read_metadata
 from orchestrator.dataset.masks import add_masks, check_masks_setting
 from orchestrator.dataset.outfolder import building, checked_out, swap_into_place
 from orchestrator.dataset.record import DatasetRecord, has_record, read_record, write_record
-from orchestrator.dataset.report import DatasetReport, summarise, write_report
+from orchestrator.dataset.report import DatasetReport, FolderCount, summarise, write_report
 from orchestrator.dataset.select import read_duplicates, select_counting_duplicates
 from orchestrator.dataset.split import Split, hold_out, read_split
 from orchestrator.vision.skin_tone import BAND_NAMES, resolve_tone
@@ -41,11 +45,8 @@ MANIFEST_COLUMNS = (
     "image_id", "status", "skip_reason", "caption", "hair", "hair_score", "ita", "skin_tone", "skin_tone_source",
     "skin_tone_reason", "output_path", "sha256", "width", "height", "out_width", "out_height",
     "patient_id", "lesion_id", "sex", "age", "fitzpatrick", "site", "diagnosis", "malignant",
-    "source", "source_file", "source_line", "attribution", "license", "fold",
+    "source", "source_file", "source_line", "attribution", "license", "fold", "folder", "trigger",
 )
-# the names an ISIC download gives its images, looked up as written (a case-sensitive file system tells .JPG from
-# .jpg)
-SOURCE_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 CAPTION_EXTENSION = ".caption"
 CACHE_NAME = ".medsynth-image-cache.json"
 
@@ -62,10 +63,6 @@ class BuildResult:
     dry_run: bool
     duplicates: int = 0            # rows of the selected class left out by --duplicates
     missing: int = 0               # selected rows whose image is in none of the image folders
-
-
-def class_dir_name(settings: DatasetSettings) -> str:
-    return f"{settings.repeats}_{settings.class_name}"
 
 
 def find_image(name: str, dirs: tuple[Path, ...]) -> Path | None:
@@ -120,7 +117,7 @@ def _tones(selected: pd.DataFrame, results: list[ImageResult | None], enabled: b
 
 def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], captions: dict[str, str],
                    output_paths: dict[str, str], missing: dict[str, str],
-                   tones: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+                   tones: list[tuple[str, str, str]], folder_of: Mapping[str, Folder]) -> list[dict[str, str]]:
     rows = []
     for (_, lesion), result, (band, source, reason) in zip(selected.iterrows(), results, tones):
         tone = result.tone if result else None
@@ -148,6 +145,8 @@ def _manifest_rows(selected: pd.DataFrame, results: list[ImageResult | None], ca
             row[column] = _text(lesion[column])
         row["malignant"] = _text(lesion["malignant"]).lower()
         row["fold"] = _text(lesion.get("fold"))   # only with a split
+        # the folder (train/<repeats>_<class>, reg/...) and the trigger its captions were rendered with
+        row["folder"], row["trigger"] = folder_of[image_id].path.as_posix(), folder_of[image_id].trigger
         rows.append(row)
     return rows
 
@@ -162,18 +161,28 @@ def _manifest_text(rows: list[dict[str, str]]) -> str:
 
 @dataclass(frozen=True)
 class _Plan:
-    selected: pd.DataFrame         # the rows to train on, sorted by image id
+    selected: pd.DataFrame         # the rows of every folder, folder by folder, each sorted by image id
     sources: dict[str, Path]       # image id -> its file, for the rows whose image was found
     missing: dict[str, str]        # image id -> "missing"
     duplicates: int                # rows of the selected class left out by --duplicates
     caption_settings: CaptionSettings
-    class_dir: Path
+    folders: list[Folder]          # the training folders, then the reg folder (orchestrator.dataset.classes)
+    folder_of: dict[str, Folder]   # image id -> its folder
     split: Split | None            # the split whose test fold was left out
+
+
+def _find(rows: pd.DataFrame, dirs: tuple[Path, ...], sources: dict[str, Path], missing: dict[str, str]) -> None:
+    for image_id, name in zip(rows["image_id"], rows["image_name"]):
+        found = find_image(name, dirs)
+        if found is None:
+            missing[image_id] = "missing"
+        else:
+            sources[image_id] = found
 
 
 def _plan(settings: DatasetSettings) -> _Plan:
     """Read, select and find the images: everything a dry run reports, and the build starts from."""
-    for folder in settings.images:
+    for folder in (*settings.images, *((settings.reg_images,) if settings.reg_images else ())):
         try:
             is_dir = stat.S_ISDIR(os.stat(folder).st_mode)
         except FileNotFoundError:
@@ -203,18 +212,18 @@ def _plan(settings: DatasetSettings) -> _Plan:
 
     sources: dict[str, Path] = {}
     missing: dict[str, str] = {}
-    for image_id, name in zip(selected["image_id"], selected["image_name"]):
-        found = find_image(name, settings.images)
-        if found is None:
-            missing[image_id] = "missing"
-        else:
-            sources[image_id] = found
+    _find(selected, settings.images, sources, missing)
+    folders = plan_folders(settings, table, selected, found=set(sources), drop=drop)
+    for folder in folders[1:]:
+        if folder.is_reg:
+            _find(folder.rows, folder.image_dirs, sources, missing)
+    everything = pd.concat([f.rows for f in folders], ignore_index=True)
     if settings.strict and missing:
-        first = selected[selected["image_id"] == next(iter(missing))].iloc[0]
+        first = everything[everything["image_id"] == next(iter(missing))].iloc[0]
         raise MedsynthError(f"{first['source_file']}:{first['source_line']}: image '{first['image_name']}' not found "
                             f"in {', '.join(map(str, settings.images))} ({len(missing)} missing in all; strict)")
-    return _Plan(selected, sources, missing, duplicates, caption_settings, Path("train") / class_dir_name(settings),
-                 split)
+    folder_of = {image_id: folder for folder in folders for image_id in folder.rows["image_id"]}
+    return _Plan(everything, sources, missing, duplicates, caption_settings, folders, folder_of, split)
 
 
 def build_from_options(*, config: Path | None, options: Mapping[str, Any], cwd: Path, dry_run: bool = False,
@@ -234,8 +243,9 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
     if dry_run:
         plan = _plan(settings)
         found = plan.selected[[i not in plan.missing for i in plan.selected["image_id"]]]
-        report = summarise(found, hair=None, skipped=0, duplicates=plan.duplicates, missing=len(plan.missing),
-                           planned=True)
+        training = pd.Series([not plan.folder_of[i].is_reg for i in found["image_id"]], index=found.index, dtype=bool)
+        report = summarise(found[training], hair=None, skipped=0, duplicates=plan.duplicates,
+                           missing=len(plan.missing), planned=True, folders=_balance(plan, found["image_id"]))
         return BuildResult(settings, out, len(plan.selected), 0, len(plan.missing), 0, report, dry_run=True,
                            duplicates=plan.duplicates, missing=len(plan.missing))
 
@@ -243,9 +253,30 @@ def build_dataset(settings: DatasetSettings, *, dry_run: bool = False, progress:
         return _build(settings, _plan(settings), out, tmp, progress)
 
 
+def _balance(plan: _Plan, image_ids: pd.Series) -> tuple[FolderCount, ...]:
+    """Images per folder, as the report's balance shows them."""
+    counts = image_ids.map(lambda i: plan.folder_of[i].path).value_counts()
+    return tuple(FolderCount(f.path.as_posix(), int(counts.get(f.path, 0)), f.repeats, f.is_reg) for f in plan.folders)
+
+
+def _write_folder_captions(tmp: Path, plan: _Plan, ok_rows: pd.DataFrame, hairy: list[bool | None],
+                           tones: list[str | None] | None) -> dict[str, str]:
+    """Each folder's captions, rendered with its own trigger (a reg folder's: its class word)."""
+    captions: dict[str, str] = {}
+    for folder in plan.folders:
+        at = [n for n, i in enumerate(ok_rows["image_id"]) if plan.folder_of[i] is folder]
+        rows = ok_rows.iloc[at].reset_index(drop=True)
+        texts = render_captions(rows, [hairy[n] for n in at], replace(plan.caption_settings, trigger=folder.trigger),
+                                skin_tones=None if tones is None else [tones[n] for n in at])
+        write_captions(tmp / folder.path, zip(rows["image_id"], texts), CAPTION_EXTENSION)
+        captions.update(zip(rows["image_id"], texts))
+    return captions
+
+
 def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progress: bool) -> BuildResult:
-    selected, sources, missing, class_dir = plan.selected, plan.sources, plan.missing, plan.class_dir
-    (tmp / class_dir).mkdir(parents=True)
+    selected, sources, missing = plan.selected, plan.sources, plan.missing
+    for folder in plan.folders:
+        (tmp / folder.path).mkdir(parents=True)
     resolution = settings.resolution if settings.resize else None
     previous = _previous_outputs(out, resolution)
 
@@ -255,7 +286,7 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         if src is None:
             continue
         suffix = ".jpg" if settings.resize else src.suffix.lower()
-        rel = class_dir / f"{image_id}{suffix}"
+        rel = Path(plan.folder_of[image_id].path) / f"{image_id}{suffix}"
         output_paths[image_id] = rel.as_posix()
         reuse = previous.get(_sha256_of(src)) if previous else None
         reused += reuse is not None
@@ -269,10 +300,10 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
         image_id, reason = failed[0]
         row = selected[selected["image_id"] == image_id].iloc[0]
         raise MedsynthError(f"{row['source_file']}:{row['source_line']}: image {sources[image_id]}: {reason} (strict)")
-    if settings.masks is not None:
-        results_by_id = add_masks(results_by_id, output_paths, tmp, masks=settings.masks,
-                                  margin=settings.mask_margin, workers=settings.workers, strict=settings.strict,
-                                  progress=progress)
+    if settings.masks is not None:  # the training folders' images; a reg image has no lesion to mask
+        results_by_id |= add_masks({i: r for i, r in results_by_id.items() if not plan.folder_of[i].is_reg},
+                                   output_paths, tmp, masks=settings.masks, margin=settings.mask_margin,
+                                   workers=settings.workers, strict=settings.strict, progress=progress)
     results = [results_by_id.get(i) for i in selected["image_id"]]
 
     ok_mask = [r is not None and r.error is None for r in results]
@@ -280,28 +311,36 @@ def _build(settings: DatasetSettings, plan: _Plan, out: Path, tmp: Path, progres
     hairy = [r.hairy for r in results if r is not None and r.error is None]
     row_tones = _tones(selected, results, settings.skin_tone)
     tones = [tone for tone, ok in zip(row_tones, ok_mask) if ok]
-    captions = dict(zip(ok_rows["image_id"], render_captions(ok_rows, hairy, plan.caption_settings,
-                                                             skin_tones=[band or None for band, _, _ in tones]
-                                                             if settings.skin_tone else None)))
-    write_captions(tmp / class_dir, captions.items(), CAPTION_EXTENSION)
+    captions = _write_folder_captions(tmp, plan, ok_rows, hairy,
+                                      [band or None for band, _, _ in tones] if settings.skin_tone else None)
 
-    rows = _manifest_rows(selected, results, captions, output_paths, missing, row_tones)
+    rows = _manifest_rows(selected, results, captions, output_paths, missing, row_tones, plan.folder_of)
     manifest = _manifest_text(rows)
     (tmp / "manifest.csv").write_text(manifest, encoding="utf-8", newline="")
     written = sum(ok_mask)
-    if written == 0:
-        reasons = pd.Series([r["skip_reason"] for r in rows]).value_counts().to_dict()
-        raise MedsynthError(f"no usable images among {len(rows)} selected rows (skipped: {reasons}); "
+    balance = _balance(plan, ok_rows["image_id"])
+    empty = next((b.folder for b in balance if b.images == 0), None)
+    if empty is not None:
+        reasons = pd.Series([r["skip_reason"] for r in rows if r["folder"] == empty]).value_counts().to_dict()
+        raise MedsynthError(f"no usable images among {sum(reasons.values())} selected rows for {empty} (skipped: "
+                            f"{reasons}); "
                             f"check the image folders ({', '.join(map(str, settings.images))})")
-    report = summarise(ok_rows, hair=hairy, skipped=len(rows) - written,
-                       skin_tones=tones if settings.skin_tone else None, duplicates=plan.duplicates,
+    training = pd.Series([not plan.folder_of[i].is_reg for i in ok_rows["image_id"]], dtype=bool)
+    report = summarise(ok_rows[training], hair=[h for h, t in zip(hairy, training) if t],
+                       skipped=len(rows) - written, duplicates=plan.duplicates, folders=balance,
+                       skin_tones=[x for x, t in zip(tones, training) if t] if settings.skin_tone else None,
                        skip_reasons=pd.Series([r["skip_reason"] for r in rows if r["skip_reason"]]).value_counts().to_dict())
     write_report(report, tmp / "report.txt", tmp / "report.png")
+    first = plan.folders[0]
     write_record(tmp, DatasetRecord(
-        class_name=settings.class_name, repeats=settings.repeats, resolution=resolution,
-        image_dir=class_dir.as_posix(), images=written, skipped=len(rows) - written, trigger=settings.trigger,
-        caption_extension=CAPTION_EXTENSION, manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
+        class_name=first.class_name, repeats=first.repeats, resolution=resolution,
+        image_dir=first.path.as_posix(), images=balance[0].images, skipped=len(rows) - written,
+        trigger=first.trigger, caption_extension=CAPTION_EXTENSION,
+        manifest_sha256=hashlib.sha256(manifest.encode("utf-8")).hexdigest(),
         caption_template=str(settings.caption_template), site_map=dict(settings.site_map),
+        subsets=tuple({"image_dir": f.path.as_posix(), "class_name": f.class_name, "repeats": f.repeats,
+                       "images": b.images, "trigger": f.trigger, "is_reg": f.is_reg}
+                      for f, b in zip(plan.folders, balance)),
         **({} if plan.split is None else {"split_sha256": plan.split.sha256, "test_fold": settings.test_fold,
                                           "group_kind": plan.split.group_kind,
                                           "split_file": str(Path(settings.split_file).resolve())}),

@@ -2,7 +2,8 @@
 
 The template (default `templates/caption.j2`) runs in Jinja's sandbox with StrictUndefined, so a typo in a
 variable name is an error, not a silently empty caption. Its context holds every lesion-table column
-(NA -> None), `site` after the site map, `trigger`, `hairy` and `skin_tone` (the Chardon band of a build
+(NA -> None), `site` after the site map, `trigger` (the table's own trigger column when it has one: a manifest's
+rows keep their class's), `hairy` and `skin_tone` (the Chardon band of a build
 with --skin-tone, e.g. "intermediate"; None otherwise). Every caption is post-processed to one line:
 control characters (newlines, tabs, ...) become spaces and runs of spaces collapse to one, so neither odd
 metadata nor template layout can split a caption file; quotes and backslashes are kept verbatim (the
@@ -78,7 +79,9 @@ def render_captions(table: pd.DataFrame, hairy: Sequence[bool | None] | None,
         key = (*row, tone, None if hair is None else bool(hair))
         caption = rendered.get(key)
         if caption is None:
-            context = dict(zip(columns, row), trigger=settings.trigger, hairy=key[-1], skin_tone=tone)
+            context = dict(zip(columns, row), hairy=key[-1], skin_tone=tone)
+            # a manifest row keeps the trigger of its class folder (a build of several classes has one each)
+            context["trigger"] = context.get("trigger") or settings.trigger
             if context.get("site") is not None:
                 context["site"] = site_map.get(context["site"], context["site"])
             caption = rendered[key] = _one_line(_render(template, context, settings.template, table.columns))

@@ -72,7 +72,7 @@ def recover_interrupted(out: Path) -> None:
 
 
 def _sources(settings: DatasetSettings) -> list[Path]:
-    optional = (settings.duplicates, settings.caption_template)
+    optional = (settings.duplicates, settings.caption_template, settings.reg_images)
     return [*settings.csv, *settings.images, *(p for p in optional if p is not None)]
 
 
@@ -88,7 +88,7 @@ def checked_out(settings: DatasetSettings) -> Path:
         if real == target or target in real.parents:
             raise MedsynthError(f"out {out} holds the source {source}: the build replaces the whole folder; "
                                 f"choose another out folder")
-    for folder in settings.images:
+    for folder in (*settings.images, *((settings.reg_images,) if settings.reg_images else ())):
         # the dataset, its image cache and lock would be written into the images: a source gains no files
         real = Path(os.path.realpath(folder))
         if real in target.parents:

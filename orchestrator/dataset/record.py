@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.common.errors import MedsynthError
 from orchestrator.common.jsonrecord import (FieldTypes, Wording, field_error, load_versioned, typed_fields,
@@ -46,6 +47,9 @@ class DatasetRecord:
     # and their margin; None: built without masks
     masks: str | None = None
     mask_margin: float | None = None
+    # every folder sd-scripts trains on (orchestrator.dataset.classes), the class fields above being the first's;
+    # builds before several classes and reg images record none (their one folder is the fields above)
+    subsets: tuple[Mapping[str, Any], ...] = ()
     schema_version: int = SCHEMA_VERSION
 
 
@@ -60,10 +64,15 @@ _TYPES: FieldTypes = {
     "split_sha256": ((str, type(None)), "a string or null"), "test_fold": ((int, type(None)), "an integer or null"),
     "group_kind": ((str, type(None)), "a string or null"), "split_file": ((str, type(None)), "a string or null"),
     "masks": ((str, type(None)), "a string or null"), "mask_margin": ((float, type(None)), "a number or null"),
+    "subsets": ((list,), "a list"),
+}
+_SUBSET_TYPES: FieldTypes = {
+    "image_dir": ((str,), "a string"), "class_name": ((str,), "a string"), "repeats": ((int,), "an integer"),
+    "images": ((int,), "an integer"), "trigger": ((str,), "a string"), "is_reg": ((bool,), "true or false"),
 }
 # builds before these were recorded have none of them
 _OPTIONAL = ("caption_template", "site_map", "split_sha256", "test_fold", "group_kind", "split_file", "masks",
-             "mask_margin")
+             "mask_margin", "subsets")
 
 
 def has_record(folder: Path) -> bool:
@@ -74,6 +83,7 @@ def has_record(folder: Path) -> bool:
 def write_record(folder: Path, record: DatasetRecord) -> None:
     data = dataclasses.asdict(record)
     data["site_map"] = dict(record.site_map)
+    data["subsets"] = [dict(subset) for subset in record.subsets]
     write_versioned(folder / RECORD_NAME, data, version=record.schema_version, sort_keys=True)
 
 
@@ -87,7 +97,25 @@ def read_record(folder: Path) -> DatasetRecord:
     values = typed_fields(path, data, _TYPES, fix=_FIX, optional=_OPTIONAL)
     if not all(isinstance(v, str) for v in values.get("site_map", {}).values()):
         raise field_error(path, "site_map", "must map sites to caption texts", _FIX)
+    subsets = values.get("subsets", [])
+    for n, subset in enumerate(subsets):
+        if not isinstance(subset, dict):
+            raise field_error(path, f"subsets[{n}]", "must be an object", _FIX)
+        typed_fields(path, subset, _SUBSET_TYPES, fix=_FIX)
+    values["subsets"] = tuple(subsets)
     return DatasetRecord(**values)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """One folder sd-scripts trains on: a class folder (<repeats>_<class>) or a regularization folder."""
+
+    image_dir: Path
+    class_name: str
+    repeats: int
+    images: int
+    trigger: str                    # the captions' trigger; a reg folder's class word
+    is_reg: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,20 @@ class DatasetInfo:
     masks: str | None = None        # the images carry loss masks as alpha ("auto" or the mask folder)
     notes: tuple[str, ...] = ()     # warnings for the reader to show (a split that can no longer be re-checked)
     group_kind: str | None = None   # what the build's benchmark split grouped by (patient, lesion, ...); None: none
+    subsets: tuple[Subset, ...] = ()  # every folder, the first being the class fields above (filled from them)
+
+    def __post_init__(self) -> None:
+        if not self.subsets:   # a one-class dataset: its folder is the class fields
+            object.__setattr__(self, "subsets", (Subset(self.image_dir, self.class_name, self.repeats, self.images,
+                                                        self.trigger),))
+
+    def with_image_dir(self, image_dir: Path) -> DatasetInfo:
+        """The dataset trained from a copy of its one folder (a sweep's shared cache)."""
+        if len(self.subsets) > 1:
+            raise MedsynthError(f"{self.path}: a dataset of {len(self.subsets)} folders (several classes or reg "
+                                f"images) cannot share one cache folder: set cache_latents_to_disk = false")
+        return dataclasses.replace(self, image_dir=image_dir,
+                                   subsets=tuple(dataclasses.replace(s, image_dir=image_dir) for s in self.subsets))
 
 
 def read_dataset(path: Path) -> DatasetInfo:
@@ -117,22 +159,28 @@ def read_dataset(path: Path) -> DatasetInfo:
     record = read_record(path)
     meta_path = path / RECORD_NAME
     notes = tuple(recheck_build(path, record.split_file, record.split_sha256, record.test_fold))
+    subsets = tuple(Subset(**{**s, "image_dir": (path / s["image_dir"]).resolve()}) for s in record.subsets)
     info = DatasetInfo(path=path.resolve(), class_name=record.class_name, repeats=record.repeats,
                        resolution=record.resolution, image_dir=(path / record.image_dir).resolve(),
                        images=record.images, trigger=record.trigger, caption_extension=record.caption_extension,
                        manifest=(path / "manifest.csv").resolve(), manifest_sha256=record.manifest_sha256,
-                       masks=record.masks, notes=notes, group_kind=record.group_kind)
-    if not info.image_dir.is_dir():
-        raise MedsynthError(f"{meta_path}: image_dir {info.image_dir} does not exist: rebuild the dataset")
-    found = sum(1 for p in info.image_dir.iterdir() if is_training_image(p))
-    if found == 0:
-        raise MedsynthError(f"{info.image_dir}: no images: sd-scripts would train on nothing and exit 0")
-    if found != info.images:
-        raise MedsynthError(f"{meta_path} lists {info.images} images but {info.image_dir} holds {found}: "
-                            f"rebuild the dataset")
+                       masks=record.masks, notes=notes, group_kind=record.group_kind, subsets=subsets)
+    for subset in info.subsets:
+        _check_images(meta_path, subset.image_dir, subset.images)
     if info.manifest_sha256 and info.manifest.is_file():
         digest = hashlib.sha256(info.manifest.read_bytes()).hexdigest()
         if digest != info.manifest_sha256:
             raise MedsynthError(f"{info.manifest} changed since the dataset was built (sha256 differs from "
                                 f"{RECORD_NAME}): rebuild the dataset")
     return info
+
+
+def _check_images(meta_path: Path, image_dir: Path, images: int) -> None:
+    if not image_dir.is_dir():
+        raise MedsynthError(f"{meta_path}: image_dir {image_dir} does not exist: rebuild the dataset")
+    found = sum(1 for p in image_dir.iterdir() if is_training_image(p))
+    if found == 0:
+        raise MedsynthError(f"{image_dir}: no images: sd-scripts would train on nothing and exit 0")
+    if found != images:
+        raise MedsynthError(f"{meta_path} lists {images} images but {image_dir} holds {found}: "
+                            f"rebuild the dataset")

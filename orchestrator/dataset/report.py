@@ -17,6 +17,16 @@ MISSING = "(missing)"
 
 
 @dataclass(frozen=True)
+class FolderCount:
+    """One folder of the build and its images: sd-scripts shows each training image `repeats` times an epoch."""
+
+    folder: str
+    images: int
+    repeats: int
+    is_reg: bool = False
+
+
+@dataclass(frozen=True)
 class DatasetReport:
     images: int
     skipped: int
@@ -25,6 +35,7 @@ class DatasetReport:
     duplicates: int = 0            # rows of the selected class left out as duplicates (--duplicates)
     missing: int = 0               # a plan's rows whose image is not in the image folders
     planned: bool = False          # a dry run's plan: `images` are the rows with an image, nothing was built
+    folders: tuple[FolderCount, ...] = ()   # the class folders, then the reg folder
 
 
 def _counts(values: Sequence) -> dict[str, int]:
@@ -53,7 +64,7 @@ def tone_counts(tones: Sequence[tuple[str, str, str]]) -> dict[str, int]:
 def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skipped: int,
               skip_reasons: Mapping[str, int] | None = None,
               skin_tones: Sequence[tuple[str, str, str]] | None = None, duplicates: int = 0, missing: int = 0,
-              planned: bool = False) -> DatasetReport:
+              planned: bool = False, folders: Sequence[FolderCount] = ()) -> DatasetReport:
     by_field = {
         "sex": _counts(table["sex"].tolist()),
         "age band": _counts([age_band(a) for a in table["age"].tolist()]),
@@ -64,7 +75,20 @@ def summarise(table: pd.DataFrame, *, hair: Sequence[bool | None] | None, skippe
     if skin_tones is not None:
         by_field["skin tone"] = tone_counts(skin_tones)
     return DatasetReport(images=len(table), skipped=skipped, by_field=by_field, skip_reasons=dict(skip_reasons or {}),
-                         duplicates=duplicates, missing=missing, planned=planned)
+                         duplicates=duplicates, missing=missing, planned=planned, folders=tuple(folders))
+
+
+def balance_lines(folders: Sequence[FolderCount]) -> list[str]:
+    """Images × repeats per class folder and its share of an epoch; a reg folder's images are repeated by
+    sd-scripts to the training count (orchestrator.dataset.classes)."""
+    training = [f for f in folders if not f.is_reg]
+    total = sum(f.images * f.repeats for f in training)
+    lines = ["balance (images x repeats = per epoch):"]
+    lines += [f"  {f.folder:<34} {f.images:>6} x {f.repeats:<3} = {f.images * f.repeats:>7}  "
+              f"{100 * f.images * f.repeats / max(total, 1):5.1f}%" for f in training]
+    lines += [f"  {f.folder:<34} {f.images:>6} reg images, repeated by sd-scripts to {total} per epoch"
+              for f in folders if f.is_reg]
+    return lines
 
 
 def format_report(report: DatasetReport) -> str:
@@ -73,6 +97,8 @@ def format_report(report: DatasetReport) -> str:
                  f"duplicates dropped: {report.duplicates}   to build: {report.images}"]
     else:
         lines = [f"images: {report.images}   skipped: {report.skipped}   duplicates dropped: {report.duplicates}"]
+    if len(report.folders) > 1:
+        lines.extend(balance_lines(report.folders))
     if report.skip_reasons:
         lines.append("skipped because: " + ", ".join(f"{k} {v}" for k, v in report.skip_reasons.items()))
     for name, counts in report.by_field.items():

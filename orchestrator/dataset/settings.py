@@ -18,15 +18,30 @@ from orchestrator.common.suggest import did_you_mean
 
 def check_selection(settings: DatasetSettings) -> None:
     """One class folder and one trigger name one class: several diagnoses (melanoma with nevus: malignant and
-    benign) under them would all be captioned with the one trigger and train as one word."""
-    if settings.benign:
-        return  # diagnoses are not read then
+    benign) under them would all be captioned with the one trigger and train as one word. With balance_classes
+    each diagnosis gets its own folder and trigger instead (orchestrator.dataset.classes)."""
     chosen = list(dict.fromkeys(d.strip().lower() for d in settings.diagnoses))
+    if settings.balance_classes and (settings.benign or len(chosen) < 2):
+        raise MedsynthError("dataset setting 'balance_classes' needs two or more diagnoses (repeat --diagnosis) "
+                            "and no 'benign'")
+    if settings.class_triggers and not settings.balance_classes:
+        raise MedsynthError("per-class triggers (--trigger CLASS=TOKEN) need 'balance_classes' (--balance-classes); "
+                            "one class takes --trigger TOKEN")
+    if settings.reg_diagnosis is not None and settings.reg_images is not None:
+        raise MedsynthError("give one source of regularization images: 'reg_diagnosis' or 'reg_images', not both")
+    if settings.reg_diagnosis is not None:
+        reg = settings.reg_diagnosis.strip().lower()
+        if not reg or (not settings.benign and reg in chosen):
+            raise MedsynthError(f"dataset setting 'reg_diagnosis' ({settings.reg_diagnosis!r}) must be a diagnosis "
+                                f"other than the trained ones ({', '.join(chosen)}): reg images are the class prior, "
+                                f"never the training class")
+    if settings.benign or settings.balance_classes:
+        return  # diagnoses are not read, or each gets its own folder
     if len(chosen) > 1:
         raise MedsynthError(f"dataset setting 'diagnoses' ({', '.join(chosen)}) mixes classes: all would go into "
-                            f"'{settings.repeats}_{settings.class_name}' captioned '{settings.trigger}': build one "
-                            f"dataset per class, each with its own --diagnosis, --class, --trigger and --out "
-                            f"(building several classes at once is planned)")
+                            f"'{settings.repeats}_{settings.class_name}' captioned '{settings.trigger}': give "
+                            f"--balance-classes for one folder and trigger per diagnosis, or build one dataset per "
+                            f"class, each with its own --diagnosis, --class, --trigger and --out")
 
 
 @dataclass(frozen=True)
@@ -56,14 +71,21 @@ class DatasetSettings:
     # (absolute), or None; widened by mask_margin of the image's long side
     masks: str | None = None
     mask_margin: float = 0.05
+    # several classes at once: one <repeats>_<class> folder and trigger per diagnosis, repeats balancing
+    # images x repeats (orchestrator.dataset.classes); class_triggers: class -> trigger, else one is derived
+    balance_classes: bool = False
+    class_triggers: Mapping[str, str] = field(default_factory=dict)
+    # regularization images (a reg/ folder, an is_reg subset): the rows of this diagnosis, or a folder of images
+    reg_diagnosis: str | None = None
+    reg_images: Path | None = None
 
     def __post_init__(self) -> None:
         check_selection(self)  # here, so that building from settings made in code refuses it too
 
 
 _PATH_LIST_KEYS = ("csv", "images")
-_PATH_KEYS = ("out", "duplicates", "caption_template", "split_file")
-_NONE_DEFAULT_TYPES = {"format": str, "test_fold": int}   # settings whose default (None) does not show the type
+_PATH_KEYS = ("out", "duplicates", "caption_template", "split_file", "reg_images")
+_NONE_DEFAULT_TYPES = {"format": str, "test_fold": int, "reg_diagnosis": str}   # settings whose default (None) does not show the type
 _KEYS = tuple(f.name for f in dataclasses.fields(DatasetSettings))
 
 
@@ -99,6 +121,10 @@ def settings_from_mapping(values: Mapping[str, Any], *, base: Path, source: str)
             if not isinstance(value, str) or not value:
                 raise MedsynthError(f"{source}: 'masks' must be \"auto\" or a folder of masks, got {value!r}")
             out[key] = value if value == "auto" else str(_as_path(value, key, base, source))
+        elif key == "class_triggers":
+            if not isinstance(value, Mapping) or not all(isinstance(v, str) and v.strip() for v in value.values()):
+                raise MedsynthError(f"{source}: 'class_triggers' must be a table of class = \"trigger\"")
+            out[key] = {str(name).strip().lower(): token.strip() for name, token in value.items()}
         elif key == "site_map":
             if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
                 raise MedsynthError(f"{source}: 'site_map' must be a table of site = \"caption text\"")
@@ -176,6 +202,8 @@ def resolve_settings(*layers: Mapping[str, Any]) -> DatasetSettings:
 
 def selection_warnings(settings: DatasetSettings) -> list[str]:
     """A class folder (and trigger) named for something other than what is selected trains the wrong word."""
+    if settings.balance_classes:
+        return []  # each diagnosis names its own folder
     if settings.benign:
         names, what = {"benign", "nevus", "naevus"}, "benign lesions"
     else:

@@ -3,11 +3,13 @@
 Every item is a real training row's metadata (sex, site, age, diagnosis, and any other manifest column):
 - `match` (default) draws rows uniformly with replacement, so the synthetic set mirrors the joint
   distribution of the training set;
-- `balance` on a field (site, sex, age_band, skin_tone) makes that field uniform over its known values: each
+- `balance` on a field (site, sex, age_band, skin_tone, diagnosis: the classes of a --balance-classes build) makes that field uniform over its known values: each
   block of k items (k = number of values) takes every value once in a shuffled order, and the row is drawn
   among the rows having that value, so the other fields keep their distribution given the value. Rows
   where the field is missing are not drawn.
-The prompt is the caption template rendered from that row (the same wording as training), without the hair
+Regularization rows (folder reg/...) are not drawn: they are the prior, not what the LoRA learnt.
+The prompt is the caption template rendered from that row (the same wording and its class's trigger, as in
+training), without the hair
 phrase unless `keep_hair`. One numpy Generator seeded with `seed` makes every choice and the per-image seeds,
 item by item, so the same seed gives the same items and a larger count extends a smaller one.
 """
@@ -51,7 +53,8 @@ def read_manifest(manifest: Path) -> pd.DataFrame:
     missing = {"image_id", "status", "caption", "sex", "site", "age"} - set(table.columns)
     if missing:
         raise MedsynthError(f"{manifest}: manifest lacks column(s) {', '.join(sorted(missing))}")
-    table = table[(table["status"] == "ok") & (table["caption"] != "")].reset_index(drop=True)
+    training = ~table["folder"].str.startswith("reg/") if "folder" in table else True
+    table = table[(table["status"] == "ok") & (table["caption"] != "") & training].reset_index(drop=True)
     if table.empty:
         raise MedsynthError(f"{manifest}: no image with status 'ok' and a caption: nothing to draw prompts from")
     return table

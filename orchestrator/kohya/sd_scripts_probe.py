@@ -44,7 +44,8 @@ def check_dataset_group(args, blueprint, config_util, sdxl_train_network):
     sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, train_group, val_group)
     return {"batches": len(train_group), "images": [d.num_train_images for d in train_group.datasets],
             "validation_images": [d.num_train_images for d in val_group.datasets] if val_group else [],
-            "validation_batches": len(val_group) if val_group else 0}
+            "validation_batches": len(val_group) if val_group else 0,
+            "reg_images": [d.num_reg_images for d in train_group.datasets]}
 
 
 def stand_in_unet(torch):

@@ -205,6 +205,10 @@ def validate_dataset_config(cfg: Mapping, *, source: str) -> None:
                 raise MedsynthError(f"{source}: {sub_where}: same as {where}.subsets[{seen[identity]}]; "
                                     "sd-scripts would ignore the duplicate")
             seen[identity] = j
+        if all(isinstance(subset, Mapping) and subset.get("is_reg") is True for subset in subsets):
+            # train_util.py:2163-2182 adds reg images only up to the training images' count: none here
+            raise MedsynthError(f"{source}: {where} subsets: every subset is is_reg = true; sd-scripts trains on "
+                                "reg images only beside training images and would find no data")
 
 
 def _check_table(table: Mapping, level: str, where: str, levels: dict[str, dict[str, DatasetKey]],
@@ -311,8 +315,11 @@ def check_combinations(train: Mapping, dataset: Mapping, *, source: str, train_n
                                  effective("max_bucket_reso", *scope), f"{prefix}{dataset_name} datasets[{i}]")
         for j, subset in enumerate(ds.get("subsets", [])):
             subset_scope = [(subset, f"datasets[{i}].subsets[{j}]"), *scope]
-            # train_network.py:471 with neither: apply_masked_loss returns the loss unmasked, without a word
-            if masked and not effective("alpha_mask", *subset_scope)[0] and "conditioning_data_dir" not in subset:
+            # train_network.py:471 with neither: apply_masked_loss returns the loss unmasked, without a word. A
+            # reg subset is meant to: its images have no mask (sd-scripts fills a missing mask with ones,
+            # train_util.py:1790-1800), and alpha_mask would read a reg PNG's own transparency as one
+            if masked and not effective("alpha_mask", *subset_scope)[0] and "conditioning_data_dir" not in subset \
+                    and subset.get("is_reg") is not True:
                 raise MedsynthError(f"{prefix}{dataset_name} datasets[{i}].subsets[{j}]: {masked} = true but the "
                                     f"subset has neither alpha_mask = true nor conditioning_data_dir: sd-scripts "
                                     f"would train it without a mask")

@@ -13,7 +13,6 @@ computes the caches and the others reuse them; the summary counts the .npz files
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -96,7 +95,7 @@ def plan_sweep(sweep: Sweep, base: Settings, *, gpus: Sequence[Gpu] | None, tota
             group = _cache_group(sweep_dir, source, training_resolution(cfg, source),
                                  cfg.pretrained_model_name_or_path, cfg.vae) if on_disk else None
             settings = Settings(base.preset, tuple(layers), cfg, frozenset(user_keys))
-            dataset = dataclasses.replace(source, image_dir=group.image_dir) if group else source
+            dataset = source.with_image_dir(group.image_dir) if group else source
             plan = prepare(settings, gpus=gpus, run_name=run.name, num_processes=total_processes,
                            dataset=dataset)
             planned.append(PlannedRun(run, plan, group))

@@ -73,11 +73,13 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     if cfg.masked_loss and dataset.masks is None:
         raise MedsynthError(f"masked_loss = true needs loss masks, and the dataset {dataset.path} has none: rebuild "
                             f"it with 'medsynth dataset build --masks auto' (or --masks DIR of your masks)")
-    sched = schedule(cfg, images=dataset.images, repeats=dataset.repeats, num_processes=num_processes)
+    sched = schedule(cfg, subsets=[(s.images, s.repeats, s.is_reg) for s in dataset.subsets],
+                     num_processes=num_processes)
     if cfg.validation_split and not sched.validation_images:
-        raise MedsynthError(f"validation_split {cfg.validation_split} of {dataset.images} images holds out none "
-                            f"(sd-scripts rounds {dataset.images} × {cfg.validation_split} to 0): raise it, or "
-                            f"set validation_split=0.0")
+        counts = [s.images for s in dataset.subsets if not s.is_reg]  # sd-scripts splits each folder alone
+        raise MedsynthError(f"validation_split {cfg.validation_split} of {sum(counts)} images holds out none "
+                            f"(sd-scripts rounds {' and '.join(map(str, counts))} × {cfg.validation_split} to 0): "
+                            f"raise it, or set validation_split=0.0")
     output_name = cfg.output_name or f"{dataset.class_name}_lora"
     resolution = training_resolution(cfg, dataset)
     prompts = tuple(sample_prompts(dataset.manifest, count=cfg.num_sample_prompts, base_seed=cfg.sample_seed,
@@ -104,8 +106,11 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     # the schedule decide
     d: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in DATASET_TOML_FIELDS}
     d.update(caption_extension=dataset.caption_extension, resolution=resolution, batch_size=sched.batch_size,
-             image_dir=dataset.image_dir, num_repeats=dataset.repeats, class_tokens=dataset.trigger,
-             alpha_mask=cfg.masked_loss)   # the masks are the images' alpha channel (orchestrator.dataset.masks)
+             subsets=[{"image_dir": s.image_dir, "num_repeats": s.repeats, "class_tokens": s.trigger,
+                       "is_reg": s.is_reg,
+                       # the masks are the training images' alpha channel (orchestrator.dataset.masks); reg images
+                       # have none and train on the whole image (docs/training.md, masked loss)
+                       "alpha_mask": cfg.masked_loss and not s.is_reg} for s in dataset.subsets])
     s: dict[str, Any] = {option: getattr(cfg, name_) for name_, option in SAMPLE_PROMPT_FIELDS.items()}
     s["sampler"] = cfg.sample_sampler  # at home in train.toml (sd-scripts' default), repeated on every prompt line
     files = {
@@ -201,7 +206,9 @@ def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Ma
         "seed": plan.config.seed,
         "dataset": {"path": str(plan.dataset.path), "class_name": plan.dataset.class_name,
                     "images": plan.dataset.images, "repeats": plan.dataset.repeats,
-                    "manifest_sha256": plan.dataset.manifest_sha256},
+                    "manifest_sha256": plan.dataset.manifest_sha256,
+                    "subsets": [{**dataclasses.asdict(s), "image_dir": str(s.image_dir)}
+                                for s in plan.dataset.subsets]},
         "sample_prompts": [dataclasses.asdict(p) for p in plan.prompts],
         "output_name": plan.output_name,
         "commits": dict(commits),

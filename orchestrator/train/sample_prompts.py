@@ -3,6 +3,8 @@
 The dataset's most frequent (sex, site, age band) combinations each give one prompt: the most frequent
 caption among that combination's images (non-hairy ones preferred), so the prompt has exactly the caption
 template's wording and trigger, e.g. "photo of female skin, me1anoma on lower extremity, at age 50".
+A dataset of several classes (one folder each, the manifest's `folder` column) gives each class its share of the
+prompts, at least one, in its own trigger; regularization images (folder reg/...) give none.
 Prompt i gets seed sample_seed + i, so the same prompt is drawn from the same noise every epoch.
 `sample_prompts` (a list) or `sample_prompts_file` (one prompt text per line) replace the generated texts.
 The manifest is read with the csv module: pandas would cost the dry-run most of its time budget.
@@ -31,19 +33,34 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes")
 
 
+def is_training_row(row: dict[str, str]) -> bool:
+    """A manifest row of a training folder (builds before the `folder` column had no other)."""
+    return not (row.get("folder") or "").startswith("reg/")
+
+
 def prompts_from_manifest(manifest: Path, count: int) -> list[tuple[str, str]]:
-    """(prompt text, provenance) for the `count` most frequent (sex, site, age band) combinations."""
+    """(prompt text, provenance) for the `count` most frequent (sex, site, age band) combinations, per class."""
     try:
         with manifest.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             missing = {"status", "caption", "sex", "site", "age"} - set(reader.fieldnames or ())
             if missing:
                 raise MedsynthError(f"{manifest}: manifest lacks column(s) {', '.join(sorted(missing))}")
-            rows = [r for r in reader if r["status"] == "ok" and r["caption"]]
+            rows = [r for r in reader if r["status"] == "ok" and r["caption"] and is_training_row(r)]
     except OSError as exc:
         raise MedsynthError(f"{manifest}: cannot read the dataset manifest ({exc.strerror})") from exc
     if not rows:
         raise MedsynthError(f"{manifest}: no image with status 'ok' and a caption: nothing to make sample prompts from")
+    classes: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        classes[row.get("folder") or ""].append(row)
+    if len(classes) == 1:
+        return _most_frequent(rows, count, "")
+    share = max(1, round(count / len(classes)))   # the manifest lists the folders in the build's order
+    return [prompt for folder, members in classes.items() for prompt in _most_frequent(members, share, folder)]
+
+
+def _most_frequent(rows: list[dict[str, str]], count: int, folder: str) -> list[tuple[str, str]]:
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         groups[(row["sex"] or "", row["site"] or "", age_band(row["age"]) or "")].append(row)
@@ -54,7 +71,7 @@ def prompts_from_manifest(manifest: Path, count: int) -> list[tuple[str, str]]:
         captions = Counter(r["caption"] for r in plain)
         caption = min(captions, key=lambda c: (-captions[c], len(c), c))
         label = "/".join(part or "?" for part in key)
-        out.append((caption, f"manifest: {len(members)} images {label}"))
+        out.append((caption, f"manifest: {len(members)} images {label}" + (f" in {folder}" if folder else "")))
     return out
 
 

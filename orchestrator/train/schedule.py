@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.train.config import TrainConfig
@@ -24,8 +25,8 @@ def split_counts(images: int, validation_split: float) -> tuple[int, int]:
 class Schedule:
     """The step arithmetic of a run, as printed by --dry-run and stored in run.json."""
 
-    images: int                    # training images (after the validation split)
-    repeats: int
+    images: int                    # training images, all classes (after the validation split)
+    repeats: int                   # their repeats when all classes share one, else 0 (see samples)
     batch_size: int
     num_processes: int
     gradient_accumulation_steps: int
@@ -39,6 +40,9 @@ class Schedule:
     validation_overlap: int = 0    # images both trained on and held out (sd-scripts' rounding)
     validation_batches: int = 0    # per validation run, after max_validation_steps
     validation_every: str = ""     # when sd-scripts validates
+    samples: int = 0               # training images × repeats, summed over the classes: an epoch's images
+    reg_samples: int = 0           # the reg images sd-scripts adds to an epoch (as many as samples, or none)
+    breakdown: str = ""            # how samples add up, when there are several folders
 
     def describe(self) -> str:
         per = f"{self.batch_size}" + (f" × {self.num_processes} processes" if self.num_processes > 1 else "") \
@@ -46,8 +50,10 @@ class Schedule:
         images = self.warmup_steps * self.batch_size * self.gradient_accumulation_steps
         unit = "steps" if self.num_processes == 1 else \
             f"scheduler steps (sd-scripts steps the scheduler {self.num_processes}× per optimizer step)"
+        seen = (f"{self.images} images × {self.repeats} repeats" if not self.breakdown
+                else f"({self.breakdown})") + (f" + {self.reg_samples} reg images" if self.reg_samples else "")
         lines = [
-            f"steps: {self.images} images × {self.repeats} repeats ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
+            f"steps: {seen} ÷ batch {per} = {self.steps_per_epoch} steps/epoch"
             f" × {self.epochs} epochs = {self.total_steps} steps"
             " (bucketing can add up to one partial batch per bucket and epoch)",
             f"warmup: {self.warmup_steps} {unit} ({images} images)"
@@ -75,9 +81,15 @@ def _validation_every(cfg: TrainConfig, total_steps: int) -> str:
     return text
 
 
-def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int = 1) -> Schedule:
-    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config; `images` is the
-    dataset's count before the validation split.
+def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_processes: int = 1) -> Schedule:
+    """Steps, warmup and the effective learning rate for a resolved (numeric batch) config; `subsets` are the
+    dataset's folders as (images, repeats, is_reg), counted before the validation split.
+
+    sd-scripts splits each training subset by validation_split before its repeats apply (split_counts) and never
+    splits a reg subset (train_util.py:2045-2057: its validation share is empty). An epoch shows every training
+    image `repeats` times; with reg images sd-scripts adds reg images, repeated round-robin, until they match
+    that count (library/train_util.py:2163-2182: `while n < num_train_images`), so a reg subset doubles the
+    steps. More reg images than that are left unused (sd-scripts warns).
 
     Rules (docs/training.md): epochs count images seen, so they do not change with the batch; warmup is
     counted in images (lr_warmup_images) unless lr_warmup_steps is set; the learning rate is given at
@@ -86,9 +98,11 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     optimizer step (num_training_steps = max_train_steps × num_processes), so the processes cancel out.
     """
     batch = int(cfg.train_batch_size)
-    train_images, held_out = split_counts(images, cfg.validation_split)
     effective = batch * num_processes * cfg.gradient_accumulation_steps
-    per_epoch = max(1, math.ceil(train_images * repeats / effective))
+    training = [(n, *split_counts(n, cfg.validation_split), r) for n, r, is_reg in subsets if not is_reg]
+    samples = sum(kept * r for _, kept, _, r in training)
+    reg = samples if any(is_reg and n for n, _, is_reg in subsets) else 0
+    per_epoch = max(1, math.ceil((samples + reg) / effective))
     total = per_epoch * cfg.max_train_epochs
     if cfg.lr_warmup_steps is not None:
         warmup = cfg.lr_warmup_steps
@@ -102,10 +116,13 @@ def schedule(cfg: TrainConfig, *, images: int, repeats: int, num_processes: int 
     note = (f"{cfg.learning_rate:.3g} at batch {cfg.reference_batch_size}, {cfg.lr_scaling} scaling to {effective}"
             if cfg.lr_scaling != "none" else "not scaled with the batch")
     # the validation set is batched like the training set (one repeat); accelerate shares its batches out
+    kept, held_out = sum(t[1] for t in training), sum(t[2] for t in training)
     val_batches = math.ceil(math.ceil(held_out / batch) / num_processes)
     if cfg.max_validation_steps is not None:
         val_batches = min(val_batches, cfg.max_validation_steps)
-    return Schedule(train_images, repeats, batch, num_processes, cfg.gradient_accumulation_steps,
-                    cfg.max_train_epochs, per_epoch, total, warmup, lr, note, held_out,
-                    max(0, train_images + held_out - images), val_batches,
-                    _validation_every(cfg, total) if held_out else "")
+    repeats = {r for *_, r in training}
+    breakdown = " + ".join(f"{k} × {r}" for _, k, _, r in training) if len(training) > 1 else ""
+    return Schedule(kept, repeats.pop() if len(repeats) == 1 else 0, batch, num_processes,
+                    cfg.gradient_accumulation_steps, cfg.max_train_epochs, per_epoch, total, warmup, lr, note,
+                    held_out, sum(max(0, k + h - n) for n, k, h, _ in training), val_batches,
+                    _validation_every(cfg, total) if held_out else "", samples, reg, breakdown)

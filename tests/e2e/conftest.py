@@ -1,7 +1,8 @@
 """Shared fixtures of the e2e modules (`make e2e`), session-scoped so one run trains once: the real `medsynth train`
 path, with sd-scripts,
-on a randomly initialised SDXL of the real architecture and offline tokenizers, for 2 epochs at 256 px on two
-demo images. Needs ~22 GB of RAM and a few minutes on 2 cores. The checkpoint (6.9 GB, ~1.5 min, ~15 GB peak) and
+on a randomly initialised SDXL of the real architecture and offline tokenizers, for 2 epochs at 256 px: the main
+run on two classes (two melanomas, two nevi; half held out for validation loss) with a regularization image and
+masked loss; the sweep and resume runs on two melanomas. Needs ~22 GB of RAM and a few minutes on 2 cores. The checkpoint (6.9 GB, ~1.5 min, ~15 GB peak) and
 the tokenizers are built once into $MEDSYNTH_E2E_CACHE (default build/e2e/) and reused.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,33 +52,49 @@ def tokenizer_dir() -> Path:
     return CACHE / "tokenizers"
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory) -> Path:
-    """Two demo melanoma images at 256 px with their automatic loss masks, built by `medsynth dataset build`."""
-    work = tmp_path_factory.mktemp("e2e_data")
+def _demo_build(work: Path, rows_of: dict[str, int], *options: str) -> Path:
+    """work/ds built by `medsynth dataset build` from the first rows_of[diagnosis] demo rows of each diagnosis."""
     with open(DEMO_DIR / "metadata.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(work / "metadata.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows([r for r in rows if r["diagnosis"] == "melanoma"][:2])
+        for diagnosis, count in rows_of.items():
+            writer.writerows([r for r in rows if r["diagnosis"] == diagnosis][:count])
     run_checked([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(work / "metadata.csv"),
-          "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES),
-          "--masks", "auto", "--quiet"],
-         timeout=300)
+          "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES), "--quiet",
+          *options], timeout=300)
     return work / "ds"
 
 
 @pytest.fixture(scope="session")
-def run_dir(base_model, tokenizer_dir, dataset, tmp_path_factory) -> Path:
+def dataset(tmp_path_factory) -> Path:
+    """Two demo melanoma images at 256 px with their automatic loss masks, built by `medsynth dataset build`."""
+    return _demo_build(tmp_path_factory.mktemp("e2e_data"), {"melanoma": 2}, "--masks", "auto")
+
+
+@pytest.fixture(scope="session")
+def classes_dataset(tmp_path_factory) -> Path:
+    """Two demo melanomas and two nevi as two balanced classes (1 repeat each) with their automatic loss masks,
+    and one regularization image (a fifth demo image, renamed; never masked). With validation_split 0.5 each
+    class holds out one image, and sd-scripts repeats the reg image to the two left: 4 steps an epoch at batch 1."""
+    work = tmp_path_factory.mktemp("e2e_classes")
+    (work / "prior").mkdir()
+    shutil.copy(DEMO_DIR / "images" / "ISIC_0000003.jpg", work / "prior" / "prior_0000003.jpg")  # a 3rd nevus
+    return _demo_build(work, {"melanoma": 2, "nevus": 2}, "--diagnosis", "melanoma", "--diagnosis", "nevus",
+                       "--balance-classes", "--reg-images", str(work / "prior"), "--masks", "auto")
+
+
+@pytest.fixture(scope="session")
+def run_dir(base_model, tokenizer_dir, classes_dataset, tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("e2e_runs")
     settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
                 "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
                 "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2,
-                "validation_split": 0.5,  # one image trains, one is held out for validation loss
+                "validation_split": 0.5,  # per class: one image trains, one is held out for validation loss
                 "masked_loss": "true"}
     argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "e2e",
-            "--dataset", str(dataset), "--model", str(base_model), "--offline", "--cpu"]
+            "--dataset", str(classes_dataset), "--model", str(base_model), "--offline", "--cpu"]
     for key, value in settings.items():
         argv += ["--set", f"{key}={value}"]
     env = dict(os.environ, MEDSYNTH_PYTHON=sys.executable, COLUMNS="200")

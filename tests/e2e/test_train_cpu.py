@@ -1,6 +1,7 @@
 """End to end on the CPU (`make e2e`; not in the default run): the real `medsynth train` path, with sd-scripts,
 on a randomly initialised SDXL of the real architecture and offline tokenizers, for 2 epochs at 256 px on two
-demo images, one of them held out for validation loss (fixtures in tests/e2e/conftest.py).
+classes of two demo images each, one image of each held out for validation loss, with a regularization image and
+masked loss (fixtures in tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_run_record_says_finished_with_the_resolved_settings(run_dir):
     assert (run_dir / "train.log").stat().st_size > 0
 
 
-def test_validation_loss_is_logged_every_epoch_on_the_held_out_image(run_dir):
+def test_validation_loss_is_logged_every_epoch_on_the_held_out_images(run_dir):
     import math
 
     from orchestrator.runs.outputs import run_scalars
@@ -71,10 +72,27 @@ def test_validation_loss_is_logged_every_epoch_on_the_held_out_image(run_dir):
     assert all(math.isfinite(p.value) for p in points)
     assert best_epoch(scalars).step in range(1, EPOCHS + 1)
     metadata, _ = _lora(run_dir / f"{OUTPUT_NAME}.safetensors")
-    assert metadata["ss_num_validation_images"] == "1"  # of the two demo images (validation_split 0.5)
+    assert metadata["ss_num_validation_images"] == "2"  # one of each class's two images (validation_split 0.5)
 
 
 def test_the_run_trains_with_the_datasets_loss_masks(run_dir):
     log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
-    assert "alpha_mask: True" in log   # sd-scripts' own listing of the subset it built
+    # sd-scripts' own listing of the subsets it built: the classes masked, the reg image not (no mask)
+    assert log.count("alpha_mask: True") >= 2 and "alpha_mask: False" in log
     assert "masked_loss = true" in (run_dir / "train.toml").read_text(encoding="utf-8")
+
+
+def test_two_classes_and_the_reg_image_train_as_the_plan_counted(run_dir):
+    import json
+
+    import toml
+
+    subsets = toml.loads((run_dir / "dataset.toml").read_text())["datasets"][0]["subsets"]
+    assert [(Path(s["image_dir"]).name, s.get("is_reg", False)) for s in subsets] == [
+        ("1_melanoma", False), ("1_nevus", False), ("1_skin_lesion", True)]
+    schedule = json.loads((run_dir / "run.json").read_text())["schedule"]
+    # each class's 2 images less the one held out, the reg image repeated to match them
+    assert (schedule["samples"], schedule["reg_samples"], schedule["steps_per_epoch"]) == (2, 2, 4)
+    assert schedule["validation_images"] == 2
+    log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "2 train images with repeats" in log and "1 reg images with repeats" in log
