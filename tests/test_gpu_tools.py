@@ -165,6 +165,7 @@ def test_mfu_is_achieved_flops_over_the_card_peak(tmp_path):
 
 def test_lora_inspection_reports_the_stored_rank_and_metadata(tmp_path):
     torch = pytest.importorskip("torch")
+    pytest.importorskip("safetensors", reason="safetensors not installed (sd-scripts' requirements: make setup-kohya)")
     from safetensors.torch import save_file
 
     down = torch.randn(8, 3) @ torch.randn(3, 640)  # rank 3 stored in a dim-8 slot
