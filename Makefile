@@ -98,6 +98,7 @@ bench: setup
 	$(BIN)/python bench/bench_train_dry_run.py
 	$(BIN)/python bench/bench_review.py
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_benchmark.py
 
 # the wheels the GPU machine lacks (sd-scripts' pins), into the git-ignored .whl/
 gpu-wheels: setup-kohya
