@@ -134,6 +134,8 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
         cases[f"validation:{split}"] = {"train": _text(folder / f"t_val{split}.toml", plan.files["train.toml"]),
                                         "dataset": _text(folder / f"d_val{split}.toml", plan.files["dataset.toml"])}
         plans[split] = plan
+    cases["held_out_dataset"] = {"train": folder / "train.toml", "dataset": _write(folder / "d_held_out.toml", _held_out(
+        _image_folder(folder / "trained" / "3_melanoma", count=5), _image_folder(folder / "held_out" / "3_melanoma", count=3)))}
     cases["validation_split_above_one"] = {"train": folder / "train.toml", "dataset": _write(
         folder / "d_val_above_one.toml", edited(with_images, "general.validation_split", 1.5))}
     for gib in TIER_GPUS:  # the default preset as rendered for a GPU of that size, tier settings included
@@ -182,6 +184,16 @@ def _class_plans(root: Path) -> dict[str, Any]:
 def _text(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _held_out(trained: Path, held_out: Path) -> dict[str, Any]:
+    """A patient-level split as sd-scripts could take it: the trained images in one [[datasets]] (no split), the
+    held-out patients' images in a second one with validation_split = 1.0 (all of them validate, none train)."""
+    data = edited(edited(dataset(), "datasets.0.subsets.0.image_dir", str(trained)), "datasets.0.batch_size", 2)
+    data = edited(edited(data, "datasets.0.subsets.0.num_repeats", 3), "general.validation_split", 0.0)
+    val = edited(edited(data, "datasets.0.subsets.0.image_dir", str(held_out)), "datasets.0.validation_split", 1.0)
+    data["datasets"].append(val["datasets"][0])
+    return data
 
 
 def _without_alpha_mask(data: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +386,20 @@ def test_sd_scripts_holds_out_the_images_the_dry_run_counts(probe, split):
     assert group["validation_images"] == [sched.validation_images]
     assert sched.validation_overlap == (1 if split == 0.25 else 0)
     assert min(group["validation_batches"], plan.config.max_validation_steps or 99) == sched.validation_batches
+
+
+def test_a_second_dataset_with_validation_split_one_validates_on_all_its_images_and_trains_on_none(probe):
+    """sd-scripts (48d368fa) builds a validation dataset from every [[datasets]] with validation_split > 0 and a
+    training dataset from every one (config_util.py:474-521): at 1.0 it trains on ceil(n × 0) = 0 images. The
+    training group keeps working (its empty subset is skipped, no "No data found"), and the validation group
+    holds the second dataset's images exactly, unrepeated: whole patients could be held out this way."""
+    result = probe["held_out_dataset"]
+    assert result["ok"], result
+    assert [d["params"]["validation_split"] for d in result["datasets"]] == [0.0, 1.0]
+    group = result["dataset_group"]
+    assert (group["images"], group["batches"]) == ([5 * 3, 0], 8)  # ceil(15 / batch 2): the held-out add none
+    assert (group["validation_images"], group["validation_batches"]) == ([3], 2)
+    validate_dataset_config(toml.load(probe["_folder"] / "d_held_out.toml"), source="dataset.toml")  # medsynth too
 
 
 def test_sd_scripts_reads_the_validation_options_medsynth_renders(probe):
