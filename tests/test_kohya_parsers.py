@@ -134,6 +134,12 @@ def probe(sd_scripts_dir: Path, tmp_path_factory) -> dict[str, dict[str, Any]]:
         cases[f"validation:{split}"] = {"train": _text(folder / f"t_val{split}.toml", plan.files["train.toml"]),
                                         "dataset": _text(folder / f"d_val{split}.toml", plan.files["dataset.toml"])}
         plans[split] = plan
+    plan = _validation_plan(folder / "by_patient", 0.34, patients=("p1", "p1", "p2", "p2", "p3", "p3"))
+    _write_run(plan)   # the links sd-scripts reads
+    cases["validation:by_patient"] = {"train": plan.run_dir / "train.toml", "dataset": plan.run_dir / "dataset.toml"}
+    plans["by_patient"] = plan
+    cases["held_out_dataset"] = {"train": folder / "train.toml", "dataset": _write(folder / "d_held_out.toml", _held_out(
+        _image_folder(folder / "trained" / "3_melanoma", count=5), _image_folder(folder / "held_out" / "3_melanoma", count=3)))}
     cases["validation_split_above_one"] = {"train": folder / "train.toml", "dataset": _write(
         folder / "d_val_above_one.toml", edited(with_images, "general.validation_split", 1.5))}
     for gib in TIER_GPUS:  # the default preset as rendered for a GPU of that size, tier settings included
@@ -184,6 +190,16 @@ def _text(path: Path, text: str) -> Path:
     return path
 
 
+def _held_out(trained: Path, held_out: Path) -> dict[str, Any]:
+    """A patient-level split as sd-scripts could take it: the trained images in one [[datasets]] (no split), the
+    held-out patients' images in a second one with validation_split = 1.0 (all of them validate, none train)."""
+    data = edited(edited(dataset(), "datasets.0.subsets.0.image_dir", str(trained)), "datasets.0.batch_size", 2)
+    data = edited(edited(data, "datasets.0.subsets.0.num_repeats", 3), "general.validation_split", 0.0)
+    val = edited(edited(data, "datasets.0.subsets.0.image_dir", str(held_out)), "datasets.0.validation_split", 1.0)
+    data["datasets"].append(val["datasets"][0])
+    return data
+
+
 def _without_alpha_mask(data: dict[str, Any]) -> dict[str, Any]:
     del data["datasets"][0]["subsets"][0]["alpha_mask"]
     return data
@@ -204,7 +220,16 @@ def _default_preset_plan(root: Path, gib: float, *, sets: tuple[str, ...] | list
     return prepare(settings, gpus=[Gpu("GPU", gib)], run_name="tier")
 
 
-def _validation_plan(root: Path, split: float):
+def _write_run(plan) -> None:
+    from orchestrator.runs.folder import write_run_dir
+    from orchestrator.train.plan import run_record
+
+    record = run_record(plan, argv=["python"], cwd=plan.run_dir.parent, env_changes={}, commits={}, packages={},
+                        gpu={})
+    write_run_dir(plan.run_dir, plan.files, command_sh="#!/bin/sh\n", record=record, links=plan.links)
+
+
+def _validation_plan(root: Path, split: float, patients: tuple[str, ...] = ()):
     from train_helpers import make_dataset
 
     from orchestrator.train.plan import prepare
@@ -214,7 +239,7 @@ def _validation_plan(root: Path, split: float):
     if split == 0.5:
         sets += ["validate_every_n_epochs=2", "max_validation_steps=3", "validation_seed=7"]
     settings = load_settings(preset_name="default", cwd=root, sets=sets,
-                             options={"dataset": str(make_dataset(root / "ds", repeats=3)),
+                             options={"dataset": str(make_dataset(root / "ds", repeats=3, patients=patients)),
                                       "pretrained_model_name_or_path": str(root / "sdxl.safetensors")})
     return prepare(settings, gpus=None, run_name="val")
 
@@ -374,6 +399,30 @@ def test_sd_scripts_holds_out_the_images_the_dry_run_counts(probe, split):
     assert group["validation_images"] == [sched.validation_images]
     assert sched.validation_overlap == (1 if split == 0.25 else 0)
     assert min(group["validation_batches"], plan.config.max_validation_steps or 99) == sched.validation_batches
+
+
+def test_a_second_dataset_with_validation_split_one_validates_on_all_its_images_and_trains_on_none(probe):
+    """sd-scripts (48d368fa) builds a validation dataset from every [[datasets]] with validation_split > 0 and a
+    training dataset from every one (config_util.py:474-521): at 1.0 it trains on ceil(n × 0) = 0 images. The
+    training group keeps working (its empty subset is skipped, no "No data found"), and the validation group
+    holds the second dataset's images exactly, unrepeated: whole patients could be held out this way."""
+    result = probe["held_out_dataset"]
+    assert result["ok"], result
+    assert [d["params"]["validation_split"] for d in result["datasets"]] == [0.0, 1.0]
+    group = result["dataset_group"]
+    assert (group["images"], group["batches"]) == ([5 * 3, 0], 8)  # ceil(15 / batch 2): the held-out add none
+    assert (group["validation_images"], group["validation_batches"]) == ([3], 2)
+    validate_dataset_config(toml.load(probe["_folder"] / "d_held_out.toml"), source="dataset.toml")  # medsynth too
+
+
+def test_sd_scripts_validates_on_the_held_out_patients_and_trains_on_the_others_as_the_dry_run_counts(probe):
+    result, plan = probe["validation:by_patient"], probe["_plans"]["by_patient"]
+    assert result["ok"], result
+    group, sched = result["dataset_group"], plan.schedule
+    assert sched.validation_by == "patient" and (sched.images, sched.validation_images) == (4, 2)
+    assert group["images"] == [sched.images * plan.dataset.repeats, 0] and group["batches"] == sched.steps_per_epoch
+    assert (group["validation_images"], group["validation_batches"]) == ([2], sched.validation_batches)
+    assert [d["params"]["validation_seed"] for d in result["datasets"]] == [plan.config.seed] * 2
 
 
 def test_sd_scripts_reads_the_validation_options_medsynth_renders(probe):

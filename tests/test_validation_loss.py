@@ -5,7 +5,6 @@ files and of its split is in tests/test_kohya_parsers.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -23,7 +22,7 @@ from orchestrator.review.draw import plot_loss
 from orchestrator.review.grid import review_run
 from orchestrator.runs.validation import TRAIN_EPOCH_TAG, VAL_EPOCH_TAG, VAL_STEP_TAG, best_epoch, overfitting
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.plan import prepare, validation_warnings
+from orchestrator.train.plan import prepare
 from orchestrator.train.schedule import schedule, split_counts
 from orchestrator.train.settings import load_settings
 from review_helpers import make_run, write_events
@@ -37,10 +36,10 @@ OVERFIT = {TRAIN_EPOCH_TAG: [(1, 0.30), (2, 0.25), (3, 0.20), (4, 0.15)],
 HEALTHY = {TRAIN_EPOCH_TAG: [(1, 0.30), (2, 0.25), (3, 0.20)], VAL_EPOCH_TAG: [(1, 0.40), (2, 0.35), (3, 0.33)]}
 
 
-def _plan(tmp_path: Path, *sets: str, images: int = 6):
+def _plan(tmp_path: Path, *sets: str, images: int = 6, **groups):
     rows = [("female", "torso", str(40 + i), False) for i in range(images)]
     settings = load_settings(preset_name="default", cwd=tmp_path, sets=["train_batch_size=2", *sets],
-                             options={"dataset": str(make_dataset(tmp_path / "ds", rows, repeats=3)),
+                             options={"dataset": str(make_dataset(tmp_path / "ds", rows, repeats=3, **groups)),
                                       "runs_dir": str(tmp_path / "runs")})
     return prepare(settings, gpus=None, run_name="val")
 
@@ -118,7 +117,7 @@ def test_held_out_images_leave_the_steps_and_are_batched_without_repeats():
     assert (s.images, s.validation_images, s.validation_overlap) == (15, 5, 0)
     assert s.steps_per_epoch == 23 and s.total_steps == 92  # ceil(15 × 3 / 2)
     assert s.validation_batches == 1  # ceil(5 / 2) = 3, capped by max_validation_steps
-    assert "validation: 5 of 20 images held out by image (not by patient), 1 batches × 4 timesteps every " \
+    assert "validation: 5 of 20 images held out by image, 1 batches × 4 timesteps every " \
            "epoch" in s.describe()
 
 
@@ -140,14 +139,6 @@ def test_the_dry_run_says_when_one_image_is_both_trained_on_and_held_out():
 def test_validation_interval_beyond_the_run_says_validation_never_runs_at_epoch_end():
     cfg = TrainConfig(train_batch_size=1, max_train_epochs=3, validation_split=0.5, validate_every_n_epochs=5)
     assert "never at epoch end" in schedule(cfg, subsets=[(4, 1, False)]).describe()
-
-
-def test_a_dataset_split_by_patient_is_warned_that_validation_is_split_by_image(tmp_path):
-    plan = _plan(tmp_path, "validation_split=0.5")
-    assert validation_warnings(plan) == []  # built without the benchmark's split
-    by_patient = dataclasses.replace(plan, dataset=dataclasses.replace(plan.dataset, group_kind="patient"))
-    (warning,) = validation_warnings(by_patient)
-    assert "not by patient as the dataset's benchmark split does" in warning and "unseen patients" in warning
 
 
 def test_dry_run_prints_the_held_out_images_and_renders_the_split(tmp_path, monkeypatch):

@@ -37,8 +37,10 @@ def caption_for(sex: str, site: str, age: str, hairy: bool, trigger: str = "me1a
 
 
 def make_dataset(root: Path, rows: Sequence[tuple[str, str, str, bool]] = DEFAULT_ROWS, *, repeats: int = 1,
-                 resolution: int = 1024, captions: Sequence[str] | None = None, skipped: int = 0) -> Path:
-    """<root>/train/<repeats>_melanoma/ISIC_*.jpg + .caption, manifest.csv, dataset.json; returns <root>."""
+                 resolution: int = 1024, captions: Sequence[str] | None = None, skipped: int = 0,
+                 patients: Sequence[str] = (), lesions: Sequence[str] = ()) -> Path:
+    """<root>/train/<repeats>_melanoma/ISIC_*.jpg + .caption, manifest.csv, dataset.json; returns <root>.
+    `patients`/`lesions`: the manifest's patient_id/lesion_id of the first images ("" for none)."""
     image_dir = root / "train" / f"{repeats}_melanoma"
     image_dir.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -51,12 +53,15 @@ def make_dataset(root: Path, rows: Sequence[tuple[str, str, str, bool]] = DEFAUL
         (image_dir / f"{image_id}.caption").write_text(caption + "\n", encoding="utf-8")
         records.append({"image_id": image_id, "status": "ok", "caption": caption, "hair": str(hairy),
                         "output_path": path.relative_to(root).as_posix(), "sex": sex, "age": age, "site": site,
-                        "diagnosis": "melanoma", "malignant": "True", "width": "64", "height": "48"})
+                        "diagnosis": "melanoma", "malignant": "True", "width": "64", "height": "48",
+                        "patient_id": patients[i] if i < len(patients) else "",
+                        **({"lesion_id": lesions[i] if i < len(lesions) else ""} if lesions else {})})
     for j in range(skipped):
         records.append({"image_id": f"ISIC_9{j:06d}", "status": "skipped", "skip_reason": "missing image",
                         "sex": "male", "age": "30", "site": "head/neck"})
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS + (("lesion_id",) if lesions else ()), restval="",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
     manifest = buf.getvalue()

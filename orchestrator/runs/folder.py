@@ -47,9 +47,10 @@ def command_script(argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str
             f"{env + ' ' if env else ''}exec {' '.join(shlex.quote(a) for a in argv)}\n")
 
 
-def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, record: Mapping[str, Any]) -> Path:
-    """Create runs/<name>/ with its five files (`files`: the RENDERED texts), all at once (temporary sibling +
-    rename)."""
+def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, record: Mapping[str, Any],
+                  links: Mapping[str, Path] | None = None) -> Path:
+    """Create runs/<name>/ with its five files (`files`: the RENDERED texts) and `links` (path in the run folder
+    -> a dataset file, hard-linked, else copied), all at once (temporary sibling + rename)."""
     if run_dir.exists():
         raise MedsynthError(f"{run_dir} already exists: choose another run_name, or resume it")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,8 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, r
         (tmp / "command.sh").write_text(command_sh, encoding="utf-8")
         (tmp / "command.sh").chmod(0o755)
         write_record(tmp, record)
+        for name, source in (links or {}).items():
+            _link(source, tmp / name)
         try:
             os.rename(tmp, run_dir)
         except OSError as exc:  # another process created it since the check above
@@ -69,6 +72,14 @@ def write_run_dir(run_dir: Path, files: Mapping[str, str], *, command_sh: str, r
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
 
 
 def _umask() -> int:

@@ -26,8 +26,7 @@ from orchestrator.runs.record import read_record, update_record
 from orchestrator.train.command import Machines, accelerate_command, allocator_env, child_env, python_executable
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.settings import Settings
-from orchestrator.train.plan import (RunPlan, batch_warnings, prepare, run_record, validate_files,
-                                     validation_warnings)
+from orchestrator.train.plan import RunPlan, batch_warnings, prepare, run_record, validate_files
 from orchestrator.train.preflight import (Gpu, Preflight, Probe, check_disk, check_gpus, check_model, check_network,
                                           check_optimizer, check_sd_scripts, check_tokenizers,
                                           failed_checks_as_warnings, probe_gpus_fast, probe_python)
@@ -126,8 +125,7 @@ def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
     """Write runs/<name>/ for a prepared plan; -> (the accelerate command, notes to print)."""
     check_disk(plan.run_dir.parent, plan.config)
     argv, changes = run_command(launcher, plan)
-    notes = (launcher.notes + batch_warnings(plan, launcher.gpus) + validation_warnings(plan)
-             + list(plan.dataset.notes))
+    notes = launcher.notes + batch_warnings(plan, launcher.gpus) + list(plan.dataset.notes)
     gpu = {"gpus": [vars(g) for g in launcher.gpus] if launcher.gpus else [], "cpu": launcher.cpu,
            "preflight": notes}
     packages = launcher.probe.packages if launcher.probe is not None else {}
@@ -137,7 +135,7 @@ def create(launcher: Launcher, plan: RunPlan) -> tuple[list[str], list[str]]:
                         **dataclasses.asdict(launcher.machines), "min_gpu_gib": launcher.min_gpu_gib,
                         "offline": launcher.offline}
     write_run_dir(plan.run_dir, plan.files, command_sh=command_script(argv, launcher.sd_scripts, changes),
-                  record=record)
+                  record=record, links=plan.links)
     return argv, notes
 
 
@@ -241,7 +239,7 @@ def dry_run(settings: Settings, *, sd_scripts: Path, num_processes: int = 1, gpu
                         tuple(gpu_ids), machines, offline, cpu)
     argv, changes = run_command(launcher, plan)
     warnings = (_dry_run_warnings(settings, sd_scripts=sd_scripts, offline=offline) + batch_warnings(plan, gpus)
-                + validation_warnings(plan) + list(plan.dataset.notes))
+                + list(plan.dataset.notes))
     return _dry_run_text(plan, argv, sd_scripts, changes, warnings)
 
 

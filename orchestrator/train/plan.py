@@ -21,6 +21,7 @@ from orchestrator.dataset.record import DatasetInfo, read_dataset
 from orchestrator.runs.folder import check_run_name
 from orchestrator.train.config import (DATASET_TOML_FIELDS, SAMPLE_PROMPT_FIELDS, Layer, TrainConfig,
                                        config_as_dict)
+from orchestrator.train.holdout import TRAIN_DIR, VALIDATION_DIR, HeldOut, hold_out, links
 from orchestrator.train.schedule import Schedule, schedule
 from orchestrator.train.settings import BatchChoice, Preset, Settings, choose_batch, resolve_batch
 from orchestrator.train.preflight import Gpu
@@ -45,6 +46,8 @@ class RunPlan:
     prompts: tuple[SamplePrompt, ...]
     output_name: str
     files: Mapping[str, str]
+    links: Mapping[str, Path] = dataclasses.field(default_factory=dict)  # run-folder path -> dataset file
+    held_out: HeldOut | None = None   # the patients/lesions held out for validation (None: none, or by image)
 
 
 def default_run_name(dataset: DatasetInfo, preset: str) -> str:
@@ -73,8 +76,13 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
     if cfg.masked_loss and dataset.masks is None:
         raise MedsynthError(f"masked_loss = true needs loss masks, and the dataset {dataset.path} has none: rebuild "
                             f"it with 'medsynth dataset build --masks auto' (or --masks DIR of your masks)")
+    # seeds which images (or patients) are held out, and sd-scripts' validation noise and timesteps
+    validation_seed = (cfg.validation_seed if cfg.validation_seed is not None else cfg.seed) \
+        if cfg.validation_split else None
+    held = hold_out(dataset, cfg.validation_split, validation_seed) if validation_seed is not None else None
     sched = schedule(cfg, subsets=[(s.images, s.repeats, s.is_reg) for s in dataset.subsets],
-                     num_processes=num_processes)
+                     num_processes=num_processes, held_out=held.counts if held else None,
+                     by=held.by if held else "image")
     if cfg.validation_split and not sched.validation_images:
         counts = [s.images for s in dataset.subsets if not s.is_reg]  # sd-scripts splits each folder alone
         raise MedsynthError(f"validation_split {cfg.validation_split} of {sum(counts)} images holds out none "
@@ -99,18 +107,24 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
         logging_dir=cfg.logging_dir.resolve() if cfg.logging_dir else run_dir / "logs",
         # rendered whenever images are held out: sd-scripts seeds the split with it (the dataset's validation_seed
         # falls back to this option), not with whatever state the global RNG is in when the dataset is built
-        validation_seed=(cfg.validation_seed if cfg.validation_seed is not None else cfg.seed)
-        if cfg.validation_split else None,
+        validation_seed=validation_seed,
     )
     # the settings config.py declares at home in dataset.toml and sample_prompts.txt, plus what the dataset and
     # the schedule decide
     d: dict[str, Any] = {name_: getattr(cfg, name_) for name_ in DATASET_TOML_FIELDS}
+    subsets = [{"image_dir": s.image_dir, "num_repeats": s.repeats, "class_tokens": s.trigger, "is_reg": s.is_reg,
+                # the masks are the training images' alpha channel (orchestrator.dataset.masks); reg images
+                # have none and train on the whole image (docs/training.md, masked loss)
+                "alpha_mask": cfg.masked_loss and not s.is_reg} for s in dataset.subsets]
     d.update(caption_extension=dataset.caption_extension, resolution=resolution, batch_size=sched.batch_size,
-             subsets=[{"image_dir": s.image_dir, "num_repeats": s.repeats, "class_tokens": s.trigger,
-                       "is_reg": s.is_reg,
-                       # the masks are the training images' alpha channel (orchestrator.dataset.masks); reg images
-                       # have none and train on the whole image (docs/training.md, masked loss)
-                       "alpha_mask": cfg.masked_loss and not s.is_reg} for s in dataset.subsets])
+             datasets=[{"validation_split": None, "subsets": subsets}])
+    if held:   # by patient: the kept and held-out images are links in the run folder (orchestrator.train.holdout)
+        def linked(where: str, s: dict[str, Any]) -> dict[str, Any]:
+            return {**s, "image_dir": run_dir / where / s["image_dir"].name}
+        d.update(validation_split=0.0, datasets=[
+            {"validation_split": None, "subsets": [s if s["is_reg"] else linked(TRAIN_DIR, s) for s in subsets]},
+            {"validation_split": 1.0,
+             "subsets": [linked(VALIDATION_DIR, s) for s, n in zip(subsets, held.counts) if n]}])
     s: dict[str, Any] = {option: getattr(cfg, name_) for name_, option in SAMPLE_PROMPT_FIELDS.items()}
     s["sampler"] = cfg.sample_sampler  # at home in train.toml (sd-scripts' default), repeated on every prompt line
     files = {
@@ -118,7 +132,8 @@ def plan_run(cfg: TrainConfig, *, preset: Preset, layers: Sequence[Layer], batch
         "train.toml": render_template("train.toml.j2", {"t": t, "extra": dict(cfg.kohya)}),
         "sample_prompts.txt": render_template("sample_prompts.txt.j2", {"prompts": prompts, "s": s}),
     }
-    return RunPlan(name, run_dir, preset, tuple(layers), cfg, batch, sched, dataset, prompts, output_name, files)
+    return RunPlan(name, run_dir, preset, tuple(layers), cfg, batch, sched, dataset, prompts, output_name, files,
+                   links(held, dataset) if held else {}, held)
 
 
 def validate_files(files: Mapping[str, str], sources: Mapping[str, str]) -> None:
@@ -175,18 +190,6 @@ def batch_warnings(plan: RunPlan, gpus: Sequence[Gpu] | None) -> list[str]:
             f"give {gib:.0f} GiB: it may run out of GPU memory"]
 
 
-def validation_warnings(plan: RunPlan) -> list[str]:
-    """sd-scripts (48d368fa) holds out images at random: it takes no list of validation images and no
-    validation_split per subset, so a dataset split by patient for the benchmark is still split by image here."""
-    kind = plan.dataset.group_kind
-    if not plan.schedule.validation_images or kind in (None, "image"):
-        return []
-    unit = kind.replace("+", " or ")  # a build may have grouped by several kinds (orchestrator.dataset.split)
-    return [f"warning: validation_split holds out images at random, not by {unit} as the dataset's benchmark split "
-            f"does (sd-scripts takes no list of validation images): one {unit}'s images can be on both sides, so "
-            f"the validation loss may read lower than on unseen {unit}s"]
-
-
 def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Mapping[str, str],
                commits: Mapping[str, Any], packages: Mapping[str, Any], gpu: Mapping[str, Any]) -> dict[str, Any]:
     """The content of run.json at creation time."""
@@ -209,6 +212,7 @@ def run_record(plan: RunPlan, *, argv: Sequence[str], cwd: Path, env_changes: Ma
                     "manifest_sha256": plan.dataset.manifest_sha256,
                     "subsets": [{**dataclasses.asdict(s), "image_dir": str(s.image_dir)}
                                 for s in plan.dataset.subsets]},
+        "held_out": {"by": plan.held_out.by, "groups": list(plan.held_out.groups)} if plan.held_out else None,
         "sample_prompts": [dataclasses.asdict(p) for p in plan.prompts],
         "output_name": plan.output_name,
         "commits": dict(commits),

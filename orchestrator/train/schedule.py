@@ -40,6 +40,7 @@ class Schedule:
     validation_overlap: int = 0    # images both trained on and held out (sd-scripts' rounding)
     validation_batches: int = 0    # per validation run, after max_validation_steps
     validation_every: str = ""     # when sd-scripts validates
+    validation_by: str = "image"   # what is held out whole: image (sd-scripts' split), patient, lesion
     samples: int = 0               # training images × repeats, summed over the classes: an epoch's images
     reg_samples: int = 0           # the reg images sd-scripts adds to an epoch (as many as samples, or none)
     breakdown: str = ""            # how samples add up, when there are several folders
@@ -63,7 +64,7 @@ class Schedule:
         ]
         if self.validation_images:
             before = self.images + self.validation_images - self.validation_overlap
-            lines.append(f"validation: {self.validation_images} of {before} images held out by image (not by patient), "
+            lines.append(f"validation: {self.validation_images} of {before} images held out by {self.validation_by}, "
                          f"{self.validation_batches} batches × {NUM_VALIDATION_TIMESTEPS} timesteps "
                          f"{self.validation_every}"
                          + (f"  WARNING: {self.validation_overlap} image(s) also trained on (sd-scripts rounds "
@@ -81,9 +82,11 @@ def _validation_every(cfg: TrainConfig, total_steps: int) -> str:
     return text
 
 
-def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_processes: int = 1) -> Schedule:
+def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_processes: int = 1,
+             held_out: Sequence[int] | None = None, by: str = "image") -> Schedule:
     """Steps, warmup and the effective learning rate for a resolved (numeric batch) config; `subsets` are the
-    dataset's folders as (images, repeats, is_reg), counted before the validation split.
+    dataset's folders as (images, repeats, is_reg), counted before the validation split. `held_out`: the images
+    of each folder held out by whole `by` (orchestrator.train.holdout) instead of sd-scripts' split by image.
 
     sd-scripts splits each training subset by validation_split before its repeats apply (split_counts) and never
     splits a reg subset (train_util.py:2045-2057: its validation share is empty). An epoch shows every training
@@ -99,7 +102,8 @@ def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_
     """
     batch = int(cfg.train_batch_size)
     effective = batch * num_processes * cfg.gradient_accumulation_steps
-    training = [(n, *split_counts(n, cfg.validation_split), r) for n, r, is_reg in subsets if not is_reg]
+    training = [(n, *(split_counts(n, cfg.validation_split) if held_out is None else (n - h, h)), r)
+                for (n, r, is_reg), h in zip(subsets, held_out or [0] * len(subsets)) if not is_reg]
     samples = sum(kept * r for _, kept, _, r in training)
     reg = samples if any(is_reg and n for n, _, is_reg in subsets) else 0
     per_epoch = max(1, math.ceil((samples + reg) / effective))
@@ -116,13 +120,13 @@ def schedule(cfg: TrainConfig, *, subsets: Sequence[tuple[int, int, bool]], num_
     note = (f"{cfg.learning_rate:.3g} at batch {cfg.reference_batch_size}, {cfg.lr_scaling} scaling to {effective}"
             if cfg.lr_scaling != "none" else "not scaled with the batch")
     # the validation set is batched like the training set (one repeat); accelerate shares its batches out
-    kept, held_out = sum(t[1] for t in training), sum(t[2] for t in training)
-    val_batches = math.ceil(math.ceil(held_out / batch) / num_processes)
+    kept, held = sum(t[1] for t in training), sum(t[2] for t in training)
+    val_batches = math.ceil(math.ceil(held / batch) / num_processes)
     if cfg.max_validation_steps is not None:
         val_batches = min(val_batches, cfg.max_validation_steps)
     repeats = {r for *_, r in training}
     breakdown = " + ".join(f"{k} × {r}" for _, k, _, r in training) if len(training) > 1 else ""
     return Schedule(kept, repeats.pop() if len(repeats) == 1 else 0, batch, num_processes,
                     cfg.gradient_accumulation_steps, cfg.max_train_epochs, per_epoch, total, warmup, lr, note,
-                    held_out, sum(max(0, k + h - n) for n, k, h, _ in training), val_batches,
-                    _validation_every(cfg, total) if held_out else "", samples, reg, breakdown)
+                    held, sum(max(0, k + h - n) for n, k, h, _ in training), val_batches,
+                    _validation_every(cfg, total) if held else "", by, samples, reg, breakdown)
