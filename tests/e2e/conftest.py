@@ -52,15 +52,17 @@ def tokenizer_dir() -> Path:
     return CACHE / "tokenizers"
 
 
-def _demo_build(work: Path, rows_of: dict[str, int], *options: str) -> Path:
-    """work/ds built by `medsynth dataset build` from the first rows_of[diagnosis] demo rows of each diagnosis."""
+def _demo_build(work: Path, rows_of: dict[str, int], *options: str, patients: bool = False) -> Path:
+    """work/ds built by `medsynth dataset build` from the first rows_of[diagnosis] demo rows of each diagnosis; with
+    `patients`, the k-th row of every diagnosis belongs to patient P<k> (a patient_id column, as ISIC exports have)."""
     with open(DEMO_DIR / "metadata.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(work / "metadata.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) + (["patient_id"] if patients else []))
         writer.writeheader()
         for diagnosis, count in rows_of.items():
-            writer.writerows([r for r in rows if r["diagnosis"] == diagnosis][:count])
+            chosen = [r for r in rows if r["diagnosis"] == diagnosis][:count]
+            writer.writerows([{**r, "patient_id": f"P{k}"} if patients else r for k, r in enumerate(chosen)])
     run_checked([sys.executable, "-m", "orchestrator.cli.main", "dataset", "build", "--csv", str(work / "metadata.csv"),
           "--images", str(DEMO_DIR / "images"), "--out", str(work / "ds"), "--resolution", str(RES), "--quiet",
           *options], timeout=300)
@@ -76,13 +78,14 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def classes_dataset(tmp_path_factory) -> Path:
     """Two demo melanomas and two nevi as two balanced classes (1 repeat each) with their automatic loss masks,
-    and one regularization image (a fifth demo image, renamed; never masked). With validation_split 0.5 each
-    class holds out one image, and sd-scripts repeats the reg image to the two left: 4 steps an epoch at batch 1."""
+    and one regularization image (a fifth demo image, renamed; never masked). Two patients, each with one melanoma
+    and one nevus: validation_split 0.5 holds out one patient (one image of each class, by patient), and
+    sd-scripts repeats the reg image to the two left: 4 steps an epoch at batch 1."""
     work = tmp_path_factory.mktemp("e2e_classes")
     (work / "prior").mkdir()
     shutil.copy(DEMO_DIR / "images" / "ISIC_0000003.jpg", work / "prior" / "prior_0000003.jpg")  # a 3rd nevus
     return _demo_build(work, {"melanoma": 2, "nevus": 2}, "--diagnosis", "melanoma", "--diagnosis", "nevus",
-                       "--balance-classes", "--reg-images", str(work / "prior"), "--masks", "auto")
+                       "--balance-classes", "--reg-images", str(work / "prior"), "--masks", "auto", patients=True)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +94,7 @@ def run_dir(base_model, tokenizer_dir, classes_dataset, tmp_path_factory) -> Pat
     settings = {"tokenizer_cache_dir": tokenizer_dir, "runs_dir": runs, "train_batch_size": 1,
                 "max_train_epochs": EPOCHS, "network_dim": DIM, "network_alpha": ALPHA, "output_name": OUTPUT_NAME,
                 "num_sample_prompts": 1, "sample_width": RES, "sample_height": RES, "sample_steps": 2,
-                "validation_split": 0.5,  # per class: one image trains, one is held out for validation loss
+                "validation_split": 0.5,  # one of the two patients (an image of each class) held out
                 "masked_loss": "true"}
     argv = [sys.executable, "-m", "orchestrator.cli.main", "train", "--preset", "default", "--run-name", "e2e",
             "--dataset", str(classes_dataset), "--model", str(base_model), "--offline", "--cpu"]

@@ -75,6 +75,18 @@ def test_validation_loss_is_logged_every_epoch_on_the_held_out_images(run_dir):
     assert metadata["ss_num_validation_images"] == "2"  # one of each class's two images (validation_split 0.5)
 
 
+def test_validation_holds_out_a_whole_patient_as_a_dataset_of_its_own(run_dir):
+    import json
+
+    import toml
+
+    held = json.loads((run_dir / "run.json").read_text())["held_out"]
+    assert held["by"] == "patient" and len(held["groups"]) == 1
+    datasets = toml.loads((run_dir / "dataset.toml").read_text())["datasets"]
+    # sd-scripts trains on none of the held-out patient's dataset (validation_split 1.0) and validates on all of it
+    assert len(datasets) == 2 and datasets[1]["validation_split"] == 1.0
+
+
 def test_the_run_trains_with_the_datasets_loss_masks(run_dir):
     log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     # sd-scripts' own listing of the subsets it built: the classes masked, the reg image not (no mask)
