@@ -21,6 +21,7 @@ from script_loader import load_script
 from split_helpers import build_dataset, demo_with_patients
 
 from orchestrator.cli.main import main
+from orchestrator.common.errors import MedsynthError
 from orchestrator.common.filelock import exclusive
 from orchestrator.common.paths import DEMO_DIR, REPO_ROOT
 from orchestrator.dataset.split import read_split
@@ -293,3 +294,17 @@ def test_a_second_benchmark_on_the_same_arm_and_seed_is_refused(demo, tmp_path):
     line = _error_line(run)
     assert f"another medsynth benchmark (pid {os.getpid()}) is training real seed 0" in line, line
     assert not (out / "benchmark.json").exists()
+
+
+@pytest.mark.parametrize("edit", [{"seconds": "fast"}, {"seed": "0"}, {"losses": ["x"]}])
+def test_a_hand_edited_result_file_is_one_error_naming_the_file_and_key(tmp_path, edit):
+    from orchestrator.benchmark import record
+
+    path = tmp_path / "results" / "real-seed0.json"
+    record.write_result(path, record.TaskResult("real", 0, "k", np.zeros(3), [0.5], 1.0, "cpu"))
+    assert record.read_result(path, key="k", test_images=3).seconds == 1.0
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, **edit}))
+    with pytest.raises(MedsynthError, match=str(path)) as caught:
+        record.read_result(path, key="k", test_images=3)
+    assert "\n" not in str(caught.value) and next(iter(edit)) in str(caught.value)

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

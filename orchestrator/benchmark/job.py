@@ -7,7 +7,6 @@ without `task` gathers what the tasks wrote, training whatever is still missing.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,20 +17,17 @@ from orchestrator.benchmark import record
 from orchestrator.benchmark.data import BenchmarkData
 from orchestrator.benchmark.settings import BenchSettings, Task
 from orchestrator.common.errors import MedsynthError, stop_signals_raise
+from orchestrator.common.hashing import sha256_of
 from orchestrator.common.filelock import exclusive
 
 
 def _sha256(path: Path | None) -> str | None:
     if path is None:
         return None
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_of(path)
     except OSError as exc:
         raise MedsynthError(f"{path}: cannot read the weights file: {exc.strerror or exc}") from None
-    return digest.hexdigest()
 
 
 def training_settings(s: BenchSettings) -> dict:

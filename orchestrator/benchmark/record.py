@@ -19,13 +19,17 @@ import numpy as np
 
 from orchestrator import __version__
 from orchestrator.common.errors import MedsynthError
-from orchestrator.common.jsonrecord import Wording, load_versioned, of_types, write_versioned
+from orchestrator.common.jsonrecord import FieldTypes, Wording, load_versioned, of_types, typed_fields, write_versioned
 
 RESULT_VERSION = 1
 BENCHMARK_VERSION = 1
 BENCHMARK_NAME = "benchmark.json"
 RESULTS_DIR = "results"
 _RESULT_WORDING = Wording("benchmark result", "delete it to train that arm and seed again")
+_RESULT_TYPES: FieldTypes = {
+    "arm": ((str,), "a string"), "seed": ((int,), "an integer"), "device": ((str,), "a string"),
+    "seconds": ((int, float), "a number"), "losses": ((list,), "a list"), "scores": ((list,), "a list"),
+}
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,13 @@ def read_result(path: Path, *, key: str, test_images: int) -> TaskResult | None:
     data = load_versioned(path, version=RESULT_VERSION, wording=_RESULT_WORDING)
     if data.get("key") != key:
         return None
-    scores = data.get("scores")
-    if not (isinstance(scores, list) and len(scores) == test_images and all(of_types(s, (int, float)) for s in scores)):
-        raise MedsynthError(f"{path}: 'scores' is not a list of {test_images} numbers (hand-edited wrongly?): "
-                            f"{_RESULT_WORDING.fix}")
-    return TaskResult(str(data.get("arm")), int(data.get("seed", 0)), key, np.asarray(scores, dtype=np.float64),
-                      list(data.get("losses") or []), float(data.get("seconds") or 0.0),
-                      str(data.get("device") or "unknown"))
+    values = typed_fields(path, data, _RESULT_TYPES, fix=_RESULT_WORDING.fix)
+    scores, losses = values["scores"], values["losses"]
+    if len(scores) != test_images or not all(of_types(v, (int, float)) for v in (*scores, *losses)):
+        raise MedsynthError(f"{path}: 'scores' or 'losses' is not a list of numbers ({test_images} scores) "
+                            f"(hand-edited wrongly?): {_RESULT_WORDING.fix}")
+    return TaskResult(values["arm"], values["seed"], key, np.asarray(scores, dtype=np.float64),
+                      [float(v) for v in losses], float(values["seconds"]), values["device"])
 
 
 def write_benchmark(out: Path, summary: Mapping[str, Any]) -> Path:

@@ -30,6 +30,7 @@ import pandas as pd
 from orchestrator.dataset.classes import SOURCE_IMAGE_SUFFIXES, Folder, plan_folders
 from orchestrator.dataset.captions import CaptionSettings, render_captions, write_captions
 from orchestrator.dataset.settings import DatasetSettings, load_settings, selection_warnings
+from orchestrator.common.hashing import sha256_of
 from orchestrator.common.errors import MedsynthError, stop_signals_raise
 from orchestrator.dataset.images import ImageJob, ImageResult, process_images
 from orchestrator.dataset.ingest import read_metadata
@@ -95,11 +96,7 @@ def _previous_outputs(out: Path, resolution: int | None) -> dict[str, Path]:
 
 def _sha256_of(path: Path) -> str | None:
     try:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_of(path)
     except OSError:
         return None
 

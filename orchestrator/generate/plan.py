@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.common.errors import MedsynthError
+from orchestrator.common.hashing import sha256_of
 from orchestrator.dataset.record import RECORD_NAME, has_record, read_record
 from orchestrator.dataset.split import recheck_build
 from orchestrator.generate.command import GEN_SCRIPT, GenSettings, prompt_line
@@ -110,14 +111,6 @@ def check_lora_file(path: Path) -> None:
             raise ValueError(f"its header indexes {end} bytes of tensors, it holds {size - 8 - length}: cut short?")
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise MedsynthError(f"{path}: not a safetensors LoRA file ({exc}): choose another epoch") from exc
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- settings
